@@ -1,0 +1,9 @@
+//! shmraft-consensus: a deterministic, sans-I/O Raft core, the state machines it drives, and the
+//! seeded simulator and linearizability checker that test it.
+#![forbid(unsafe_code)]
+
+pub mod state_machine;
+pub mod types;
+
+pub use state_machine::StateMachine;
+pub use types::{Index, NodeId, Term};

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    shmraft_tools::shmraft_main()
+}
