@@ -22,6 +22,11 @@ pub trait StateMachine {
     /// Applies one committed command at `index` and returns the result for the client.
     fn apply(&mut self, index: Index, command: &[u8]) -> Vec<u8>;
 
+    /// Answers a read-only query against the current state. The driver calls it for linearizable
+    /// reads once the read index (Raft §6.4, ReadIndex) has been applied, so it must not change
+    /// state. A malformed query returns an error result as bytes, like `apply`.
+    fn query(&self, query: &[u8]) -> Vec<u8>;
+
     /// Writes a complete image of the state to `out`.
     fn snapshot(&self, out: &mut dyn Write) -> io::Result<()>;
 
