@@ -1,0 +1,1589 @@
+//! The segmented write-ahead log.
+//!
+//! Layout and crash handling are specified in docs/FORMAT.md ("Storage"). In short: segment
+//! files `seg-<seq>.wal` of a fixed size, preallocated and prepared ahead of time by a
+//! background thread; records appended by copying into a shared read-write mapping; the active
+//! segment is synced with `msync(MS_SYNC)` on exactly the range written since the last sync; a
+//! full segment is sealed with a footer (offset index and trailer) so opening a large log reads
+//! footers, not records.
+
+use crate::error::{Corruption, FatalError, Result, StorageError};
+use crate::format::{
+    self, OFFSET_ENTRY_BYTES, RECORD_HEADER_BYTES, RECORD_MARKER, SEGMENT_HEADER_BYTES,
+    TRAILER_BYTES, Trailer,
+};
+use crate::ledger::{Ledger, LedgerView};
+use crate::policy::FsyncPolicy;
+use crate::segment::{NO_SLOT, Segment};
+use crate::slotfile::SlotFile;
+use crate::sys::{self, Faults};
+use crate::types::{Entry, EntryKind, EntryRef, LogIndex, LogTerm};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Options of the write-ahead log (part of [`crate::StorageOptions`]).
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Size of every segment file, bytes (default 64 MiB; 64 KiB ..= 2 GiB, multiple of 4096).
+    pub segment_bytes: u64,
+    /// Largest payload accepted, bytes (default 16 MiB; clamped to what fits in a segment).
+    pub entry_bytes_max: u64,
+    /// When appended entries are synced and acknowledged.
+    pub fsync_policy: FsyncPolicy,
+    /// Zero-fill new segments after fallocate (default true): turns unwritten extents into
+    /// written ones on the preparer thread, so an append-path fdatasync flushes data only.
+    pub zero_fill_segments: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            entry_bytes_max: 16 << 20,
+            fsync_policy: FsyncPolicy::Always,
+            zero_fill_segments: true,
+        }
+    }
+}
+
+/// Smallest and largest segment sizes accepted.
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+pub const SEGMENT_BYTES_MAX: u64 = 2 << 30;
+
+/// What a completed (or failed) sync reports to a listener.
+#[derive(Debug, Clone)]
+pub enum SyncEvent {
+    /// Every entry up to this index is durable.
+    Durable(LogIndex),
+    /// A sync failed: the log is poisoned.
+    Failed(Arc<FatalError>),
+}
+
+type Listener = Arc<dyn Fn(SyncEvent) + Send + Sync>;
+
+#[derive(Debug, Default)]
+struct BatchCtl {
+    pending_bytes: u64,
+    dirty_since: Option<Instant>,
+}
+
+struct SyncState {
+    /// Segments that may hold unsynced bytes, oldest first (always includes the active one).
+    dirty: Vec<Arc<Segment>>,
+}
+
+/// State shared by the writer, [`SyncHandle`]s and the background threads.
+struct WalShared {
+    dir: PathBuf,
+    state: Mutex<SyncState>,
+    ledger: Arc<Ledger>,
+    durable: AtomicU64,
+    fatal: OnceLock<Arc<FatalError>>,
+    faults: Faults,
+    listener: Mutex<Option<Listener>>,
+    batch: Mutex<BatchCtl>,
+    batch_cv: Condvar,
+    stop: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WalShared {
+    fn fatal_err(&self) -> Option<StorageError> {
+        self.fatal.get().map(|f| StorageError::Fatal(f.clone()))
+    }
+
+    fn poison(&self, f: Arc<FatalError>) -> StorageError {
+        let _ = self.fatal.set(f);
+        let f = self.fatal.get().cloned().expect("fatal error was just set");
+        tracing::error!(error = %f, "write-ahead log poisoned by a failed sync");
+        self.notify(SyncEvent::Failed(f.clone()));
+        StorageError::Fatal(f)
+    }
+
+    fn notify(&self, ev: SyncEvent) {
+        let l = lock(&self.listener).clone();
+        if let Some(l) = l {
+            l(ev);
+        }
+    }
+
+    /// Syncs every dirty segment with the lock held; returns the new durable index.
+    fn sync_locked(&self, st: &mut SyncState) -> Result<LogIndex> {
+        if let Some(e) = self.fatal_err() {
+            return Err(e);
+        }
+        let mut covered = 0u64;
+        for seg in &st.dirty {
+            // Index first, then bytes: `publish` stores them in the other order, so the bytes
+            // read here cover at least the index read (never claim an unsynced index).
+            let last = seg.written_last.load(Ordering::Acquire);
+            let end = seg.written.load(Ordering::Acquire);
+            let synced = seg.synced.load(Ordering::Acquire);
+            if end > synced {
+                if let Err(f) = sys::msync(seg.map(), synced, end - synced, &seg.path, &self.faults)
+                {
+                    return Err(self.poison(f));
+                }
+                seg.synced.store(end, Ordering::Release);
+                let slot = seg.ledger_slot.load(Ordering::Acquire);
+                if slot != NO_SLOT {
+                    self.ledger.set_synced(slot, end);
+                }
+            }
+            covered = covered.max(last);
+        }
+        // A sealed segment synced to its end needs no ledger slot any more.
+        let ledger = &self.ledger;
+        let n = st.dirty.len();
+        st.dirty.retain(|s| {
+            let done = s.sealed.load(Ordering::Acquire)
+                && s.synced.load(Ordering::Acquire) >= s.bytes
+                && n > 1;
+            if done {
+                let slot = s.ledger_slot.swap(NO_SLOT, Ordering::AcqRel);
+                if slot != NO_SLOT {
+                    ledger.free(slot);
+                }
+            }
+            !done
+        });
+        let prev = self.durable.fetch_max(covered, Ordering::AcqRel);
+        Ok(LogIndex(prev.max(covered)))
+    }
+
+    fn sync(&self) -> Result<LogIndex> {
+        let r = {
+            let mut st = lock(&self.state);
+            self.sync_locked(&mut st)
+        };
+        if let Ok(d) = r {
+            self.notify(SyncEvent::Durable(d));
+        }
+        r
+    }
+}
+
+/// A cloneable, `Send + Sync` handle that syncs the log from any thread, so a node's event loop
+/// can run its group commit on a dedicated sync thread (Raft thesis 10.2.1: the leader sends
+/// entries to followers while its own sync runs).
+#[derive(Clone)]
+pub struct SyncHandle {
+    shared: Arc<WalShared>,
+}
+
+impl std::fmt::Debug for SyncHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncHandle")
+            .field("dir", &self.shared.dir)
+            .finish()
+    }
+}
+
+impl SyncHandle {
+    /// Makes everything appended so far durable (`msync(MS_SYNC)` on the unsynced range of each
+    /// segment that has one) and returns the durable index. Syncs are serialised. A failure is
+    /// fatal and poisons the log (storage-rules 10).
+    pub fn sync(&self) -> Result<LogIndex> {
+        self.shared.sync()
+    }
+
+    /// Highest index covered by a completed sync (storage-rules 11).
+    pub fn durable_index(&self) -> LogIndex {
+        LogIndex(self.shared.durable.load(Ordering::Acquire))
+    }
+
+    /// The fatal error that poisoned the log, if any.
+    pub fn fatal_error(&self) -> Option<Arc<FatalError>> {
+        self.shared.fatal.get().cloned()
+    }
+}
+
+/// One segment of the log, as the writer sees it.
+#[derive(Debug)]
+struct SegEntry {
+    seg: Arc<Segment>,
+    /// First index stored in this segment (for an empty segment: the index its first record
+    /// will have).
+    first: LogIndex,
+    /// Last index stored (`first - 1` when empty).
+    last: LogIndex,
+    /// Record offsets of a sealed segment, loaded from its footer on first read.
+    sealed_offsets: OnceLock<Vec<u32>>,
+    /// Offset index position of a sealed segment (from its trailer).
+    trailer: Option<Trailer>,
+}
+
+/// Writer state of the active (last) segment.
+#[derive(Debug)]
+struct Active {
+    write_pos: u64,
+    offsets: Vec<u32>,
+    /// CRC32 chain over the record CRCs, seeded with the segment seed (the footer's segment
+    /// checksum).
+    chain: crc32fast::Hasher,
+    first_term: LogTerm,
+}
+
+/// Background segment preparer (storage-rules 1: prepare the next segment off the hot path).
+struct Preparer {
+    tx: Option<mpsc::Sender<u64>>,
+    rx: mpsc::Receiver<Result<Segment>>,
+    pending: bool,
+    next_seq: u64,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Preparer {
+    fn start(dir: PathBuf, bytes: u64, zero_fill: bool, faults: Faults, next_seq: u64) -> Self {
+        let (tx, req_rx) = mpsc::channel::<u64>();
+        let (res_tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("wal-preparer".into())
+            .spawn(move || {
+                while let Ok(seq) = req_rx.recv() {
+                    let r = Segment::create(&dir, seq, bytes, zero_fill, &faults);
+                    if res_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok();
+        let mut p = Preparer {
+            tx: Some(tx),
+            rx,
+            pending: false,
+            next_seq,
+            handle,
+        };
+        p.request();
+        p
+    }
+
+    fn request(&mut self) {
+        if !self.pending {
+            if let Some(tx) = &self.tx {
+                if tx.send(self.next_seq).is_ok() {
+                    self.pending = true;
+                }
+            }
+        }
+    }
+
+    /// Takes the prepared segment (waits if it is not ready yet) and asks for the next one.
+    fn take(
+        &mut self,
+        dir: &Path,
+        bytes: u64,
+        zero_fill: bool,
+        faults: &Faults,
+    ) -> Result<Segment> {
+        let r = if self.pending {
+            self.pending = false;
+            match self.rx.recv() {
+                Ok(r) => r,
+                // The thread is gone (spawn failed): prepare inline.
+                Err(_) => Segment::create(dir, self.next_seq, bytes, zero_fill, faults),
+            }
+        } else {
+            Segment::create(dir, self.next_seq, bytes, zero_fill, faults)
+        };
+        if r.is_ok() {
+            self.next_seq += 1;
+            self.request();
+        }
+        r
+    }
+}
+
+impl Drop for Preparer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The segmented write-ahead log. Obtain it from [`crate::Storage::open`].
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    entry_bytes_max: u64,
+    segs: Vec<SegEntry>,
+    active: Active,
+    first_index: LogIndex,
+    last_index: LogIndex,
+    last_term: LogTerm,
+    compacted_index: LogIndex,
+    compacted_term: LogTerm,
+    meta: SlotFile,
+    shared: Arc<WalShared>,
+    preparer: Preparer,
+    background: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("first_index", &self.first_index)
+            .field("last_index", &self.last_index)
+            .field("durable_index", &self.durable_index())
+            .field("segments", &self.segs.len())
+            .finish()
+    }
+}
+
+/// Result of scanning the records of one segment.
+struct Scan {
+    offsets: Vec<u32>,
+    chain: crc32fast::Hasher,
+    end: u64,
+    first_term: LogTerm,
+    last: Option<(LogIndex, LogTerm)>,
+    /// Why the scan stopped before `end` of the segment (None: clean end / zeros).
+    stop_reason: Option<String>,
+}
+
+/// Scans records from the header on; stops at the first record that is not valid here.
+fn scan_records(seg: &Segment, mut expect: Option<LogIndex>, mut prev_term: LogTerm) -> Scan {
+    let mut s = Scan {
+        offsets: Vec::new(),
+        chain: crc32fast::Hasher::new_with_initial(seg.seed),
+        end: SEGMENT_HEADER_BYTES,
+        first_term: LogTerm(0),
+        last: None,
+        stop_reason: None,
+    };
+    let limit = seg.bytes - TRAILER_BYTES;
+    loop {
+        let at = s.end;
+        let room_needed = OFFSET_ENTRY_BYTES * (s.offsets.len() as u64 + 1);
+        let Some(h) = seg
+            .slice(at, RECORD_HEADER_BYTES)
+            .filter(|_| at + RECORD_HEADER_BYTES <= limit)
+        else {
+            break;
+        };
+        if h.iter().all(|&b| b == 0) {
+            break;
+        }
+        let rh = match format::decode_record_header(h) {
+            Some(rh) => rh,
+            None => break,
+        };
+        let bad = |why: String| Some(why);
+        let len = rh.payload_len as u64;
+        let rec = format::record_bytes(len);
+        let reason = if rh.marker != RECORD_MARKER || !rh.reserved_zero {
+            bad("a record header (marker byte 0xA5, zero reserved bytes)".into())
+        } else if at + rec + room_needed > limit {
+            bad(format!(
+                "a record length that fits the segment, found {len}"
+            ))
+        } else {
+            let payload = seg.slice(at + RECORD_HEADER_BYTES, len).unwrap_or(&[]);
+            let crc = format::record_crc(seg.seed, h, payload);
+            if crc != rh.crc {
+                bad(format!(
+                    "record checksum {:#010x}, found {:#010x}",
+                    crc, rh.crc
+                ))
+            } else if rh.index.0 == 0 || expect.is_some_and(|e| e != rh.index) {
+                bad(format!(
+                    "index {}, found {} (misplaced record)",
+                    expect.map(|e| e.0).unwrap_or(1),
+                    rh.index
+                ))
+            } else if rh.term < prev_term {
+                bad(format!("term >= {prev_term}, found {}", rh.term))
+            } else {
+                None
+            }
+        };
+        if let Some(r) = reason {
+            s.stop_reason = Some(r);
+            break;
+        }
+        if s.offsets.is_empty() {
+            s.first_term = rh.term;
+        }
+        s.offsets.push(at as u32);
+        s.chain.update(&rh.crc.to_le_bytes());
+        s.last = Some((rh.index, rh.term));
+        expect = Some(rh.index.next());
+        prev_term = rh.term;
+        s.end = at + rec;
+    }
+    s
+}
+
+fn corrupt(
+    path: &Path,
+    offset: u64,
+    index: Option<LogIndex>,
+    expected: String,
+    found: String,
+) -> StorageError {
+    StorageError::Corrupt(Corruption {
+        file: path.to_path_buf(),
+        offset,
+        index,
+        expected,
+        found,
+    })
+}
+
+impl Wal {
+    /// Opens (recovering) or creates the log in `dir`. Called by [`crate::Storage::open`] with
+    /// the directory lock held.
+    pub(crate) fn open(
+        dir: &Path,
+        opts: WalOptions,
+        ledger: Arc<Ledger>,
+        ledger_before: Option<LedgerView>,
+        faults: Faults,
+    ) -> Result<Wal> {
+        if opts.segment_bytes < SEGMENT_BYTES_MIN
+            || opts.segment_bytes > SEGMENT_BYTES_MAX
+            || opts.segment_bytes % 4096 != 0
+        {
+            return Err(StorageError::InvalidOptions(format!(
+                "segment_bytes {} must be a multiple of 4096 in {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
+                opts.segment_bytes
+            )));
+        }
+        let fit = opts.segment_bytes
+            - SEGMENT_HEADER_BYTES
+            - TRAILER_BYTES
+            - OFFSET_ENTRY_BYTES
+            - RECORD_HEADER_BYTES
+            - format::RECORD_ALIGN;
+        let entry_bytes_max = opts.entry_bytes_max.min(fit).min(u32::MAX as u64);
+        let meta = SlotFile::open(
+            dir,
+            format::LOG_META_FILE,
+            format::LOG_META_MAGIC,
+            faults.clone(),
+        )?;
+        let compacted_index = LogIndex(meta.current().a);
+        let compacted_term = LogTerm(meta.current().b);
+
+        // 1. List segments; sweep temp files (a segment being prepared when the process died).
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("listing", dir, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| StorageError::io("listing", dir, e))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with("seg-") && name.ends_with(format::TMP_SUFFIX) {
+                tracing::info!(file = %name, "removing a segment that was being prepared");
+                let _ = std::fs::remove_file(ent.path());
+                continue;
+            }
+            if let Some(seq) = format::parse_segment_file_name(&name) {
+                found.push((seq, ent.path()));
+            }
+        }
+        found.sort();
+        let max_seq = found.last().map(|(s, _)| *s).unwrap_or(0);
+
+        // 2. Recover each segment in order (storage-rules 12, 13).
+        let ledger_known = ledger_before.is_some();
+        let synced_of = |seq: u64, bytes: u64| -> u64 {
+            match &ledger_before {
+                Some(v) => v.segment_synced_bytes.get(&seq).copied().unwrap_or(bytes),
+                // Durable point unknown: sealed footers still prove themselves; open segments
+                // are treated as synced up to their header only.
+                None => SEGMENT_HEADER_BYTES,
+            }
+        };
+        let mut segs: Vec<SegEntry> = Vec::new();
+        let mut active_scan: Option<Scan> = None;
+        let mut expect: Option<LogIndex> = None;
+        let mut prev_term = LogTerm(0);
+        let mut torn_at: Option<(PathBuf, LogIndex)> = None;
+        let mut to_delete: Vec<PathBuf> = Vec::new();
+        for (seq, path) in found {
+            let file =
+                std::fs::File::open(&path).map_err(|e| StorageError::io("opening", &path, e))?;
+            let mut hb = [0u8; 64];
+            let n = sys::pread_full(&file, &mut hb, 0)
+                .map_err(|e| StorageError::io("reading", &path, e))?;
+            let header = format::decode_segment_header(&hb[..n]).map_err(|p| {
+                corrupt(
+                    &path,
+                    0,
+                    None,
+                    "a valid segment header (it is synced before the file is renamed into place)"
+                        .into(),
+                    p.to_string(),
+                )
+            })?;
+            if header.seq != seq {
+                return Err(corrupt(
+                    &path,
+                    format::SEG_HDR_SEQ as u64,
+                    None,
+                    format!("segment sequence {seq} (from the file name)"),
+                    header.seq.to_string(),
+                ));
+            }
+            drop(file);
+            let synced = synced_of(seq, header.segment_bytes);
+            if torn_at.is_some() {
+                // Everything after a torn tail is unsynced debris (a sync covers older
+                // segments first) or an empty prepared segment; durable records here would
+                // mean a hole in the log.
+                let probe = Segment::map_existing(&path, seq, header.segment_bytes, header.seed)?;
+                let scan = scan_records(&probe, None, LogTerm(0));
+                if !scan.offsets.is_empty() && synced > SEGMENT_HEADER_BYTES {
+                    let (tp, ti) = torn_at.clone().unwrap_or_default();
+                    return Err(corrupt(
+                        &path,
+                        SEGMENT_HEADER_BYTES,
+                        Some(ti),
+                        format!(
+                            "no synced records after the torn tail in {} (index {ti})",
+                            tp.display()
+                        ),
+                        format!("segment synced up to byte {synced}"),
+                    ));
+                }
+                to_delete.push(path);
+                continue;
+            }
+            let seg = Segment::map_existing(&path, seq, header.segment_bytes, header.seed)?;
+            let tb = seg
+                .slice(seg.bytes - TRAILER_BYTES, TRAILER_BYTES)
+                .unwrap_or(&[]);
+            match format::decode_trailer(seg.seed, tb, seg.bytes) {
+                Ok(t) => {
+                    if let Some(e) = expect {
+                        if t.first_index != e || t.first_term < prev_term {
+                            return Err(corrupt(
+                                &path,
+                                seg.bytes - TRAILER_BYTES,
+                                Some(e),
+                                format!("a segment starting at index {e} with term >= {prev_term}"),
+                                format!("index {} term {}", t.first_index, t.first_term),
+                            ));
+                        }
+                    }
+                    expect = Some(t.last_index.next());
+                    prev_term = t.last_term;
+                    seg.sealed.store(true, Ordering::Release);
+                    seg.publish(seg.bytes, t.last_index.0);
+                    seg.synced.store(synced.min(seg.bytes), Ordering::Release);
+                    segs.push(SegEntry {
+                        seg: Arc::new(seg),
+                        first: t.first_index,
+                        last: t.last_index,
+                        sealed_offsets: OnceLock::new(),
+                        trailer: Some(t),
+                    });
+                }
+                Err(trailer_problem) => {
+                    if ledger_known && synced >= seg.bytes {
+                        return Err(corrupt(
+                            &path,
+                            seg.bytes - TRAILER_BYTES,
+                            expect,
+                            "the footer of a sealed, synced segment".into(),
+                            trailer_problem,
+                        ));
+                    }
+                    let scan = scan_records(&seg, expect, prev_term);
+                    if scan.end < synced {
+                        return Err(corrupt(
+                            &path,
+                            scan.end,
+                            expect
+                                .or(Some(LogIndex(1)))
+                                .map(|e| LogIndex(e.0 + scan.offsets.len() as u64)),
+                            scan.stop_reason
+                                .clone()
+                                .unwrap_or_else(|| "a record (this byte range was synced)".into()),
+                            "zeros or an invalid record".into(),
+                        ));
+                    }
+                    let first = match (scan.offsets.is_empty(), expect) {
+                        (_, Some(e)) => e,
+                        (false, None) => LogIndex(
+                            scan.last.map(|l| l.0.0).unwrap_or(1) + 1 - scan.offsets.len() as u64,
+                        ),
+                        (true, None) => compacted_index.next(),
+                    };
+                    let last = scan.last.map(|l| l.0).unwrap_or(first.prev());
+                    if let Some(r) = &scan.stop_reason {
+                        tracing::warn!(file = %path.display(), offset = scan.end, reason = %r,
+                            "torn tail after the durable point: truncating the log at index {}", last.next());
+                    }
+                    if let Some((_, t)) = scan.last {
+                        prev_term = t;
+                    }
+                    expect = Some(last.next());
+                    torn_at = Some((path.clone(), last.next()));
+                    seg.synced.store(synced.min(scan.end), Ordering::Release);
+                    seg.publish(scan.end, last.0);
+                    segs.push(SegEntry {
+                        seg: Arc::new(seg),
+                        first,
+                        last,
+                        sealed_offsets: OnceLock::new(),
+                        trailer: None,
+                    });
+                    active_scan = Some(scan);
+                }
+            }
+        }
+        for p in &to_delete {
+            tracing::info!(file = %p.display(), "removing an unsynced segment after the torn tail");
+            std::fs::remove_file(p).map_err(|e| StorageError::io("removing", p, e))?;
+        }
+        // Empty segments (prepared but never used) are removed; a fresh one is prepared.
+        while segs
+            .last()
+            .is_some_and(|s| s.last < s.first && s.trailer.is_none())
+        {
+            let s = segs.pop().expect("checked non-empty");
+            std::fs::remove_file(&s.seg.path)
+                .map_err(|e| StorageError::io("removing", &s.seg.path, e))?;
+            to_delete.push(s.seg.path.clone());
+            active_scan = None;
+        }
+        if !to_delete.is_empty() {
+            sys::fsync_dir(dir, &faults).map_err(StorageError::Fatal)?;
+        }
+
+        // 3. Apply the compaction point (storage-rules 14: it was recorded before segments
+        //    were deleted, so finishing an interrupted compaction here is safe).
+        let log_last = segs.last().map(|s| s.last);
+        if let Some(first_seg) = segs.first() {
+            if first_seg.first > compacted_index.next() {
+                return Err(corrupt(
+                    &first_seg.seg.path,
+                    SEGMENT_HEADER_BYTES,
+                    Some(first_seg.first),
+                    format!(
+                        "the log to start at or before index {} (compaction point {compacted_index})",
+                        compacted_index.next()
+                    ),
+                    format!("first record index {}", first_seg.first),
+                ));
+            }
+        }
+        let mut removed = false;
+        if log_last.is_some_and(|l| l <= compacted_index) {
+            for s in segs.drain(..) {
+                std::fs::remove_file(&s.seg.path)
+                    .map_err(|e| StorageError::io("removing", &s.seg.path, e))?;
+                removed = true;
+            }
+            active_scan = None;
+        } else {
+            while segs.len() > 1 && segs[0].last <= compacted_index {
+                let s = segs.remove(0);
+                std::fs::remove_file(&s.seg.path)
+                    .map_err(|e| StorageError::io("removing", &s.seg.path, e))?;
+                removed = true;
+            }
+        }
+        if removed {
+            sys::fsync_dir(dir, &faults).map_err(StorageError::Fatal)?;
+        }
+
+        // 4. Make what recovery kept durable (after a process crash it may be only in the page
+        //    cache), zero the torn area, then start a clean ledger.
+        if let (Some(scan), Some(last)) = (&active_scan, segs.last()) {
+            // SAFETY: we are the only writer (directory locked, no other thread has the
+            // segment yet) and hold no borrow of the range.
+            unsafe { last.seg.zero_range(scan.end, last.seg.bytes) };
+        }
+        for s in &segs {
+            let written = s.seg.written.load(Ordering::Acquire);
+            let to = s.seg.bytes;
+            let from = s.seg.synced.load(Ordering::Acquire).min(written);
+            sys::msync(s.seg.map(), from, to - from, &s.seg.path, &faults)
+                .map_err(StorageError::Fatal)?;
+            s.seg.synced.store(written, Ordering::Release);
+        }
+        ledger.clear_segments();
+
+        let (first_index, last_index, last_term) = match segs.last() {
+            Some(l) if l.last >= l.first || segs.len() > 1 => {
+                let first = segs[0].first.max(compacted_index.next());
+                (first, l.last, prev_term)
+            }
+            _ => (compacted_index.next(), compacted_index, compacted_term),
+        };
+        let last_term = if last_index == compacted_index {
+            compacted_term
+        } else {
+            last_term
+        };
+
+        let shared = Arc::new(WalShared {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(SyncState { dirty: Vec::new() }),
+            ledger,
+            durable: AtomicU64::new(last_index.0),
+            fatal: OnceLock::new(),
+            faults: faults.clone(),
+            listener: Mutex::new(None),
+            batch: Mutex::new(BatchCtl::default()),
+            batch_cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let mut preparer = Preparer::start(
+            dir.to_path_buf(),
+            opts.segment_bytes,
+            opts.zero_fill_segments,
+            faults.clone(),
+            max_seq + 1,
+        );
+
+        // 5. The active segment: the recovered open one, or a fresh one.
+        let active = match (active_scan, segs.last()) {
+            (Some(scan), Some(_)) => Active {
+                write_pos: scan.end,
+                first_term: scan.first_term,
+                offsets: scan.offsets,
+                chain: scan.chain,
+            },
+            _ => {
+                let seg =
+                    preparer.take(dir, opts.segment_bytes, opts.zero_fill_segments, &faults)?;
+                seg.publish(SEGMENT_HEADER_BYTES, last_index.0);
+                let chain = crc32fast::Hasher::new_with_initial(seg.seed);
+                segs.push(SegEntry {
+                    seg: Arc::new(seg),
+                    first: last_index.next(),
+                    last: last_index,
+                    sealed_offsets: OnceLock::new(),
+                    trailer: None,
+                });
+                Active {
+                    write_pos: SEGMENT_HEADER_BYTES,
+                    first_term: LogTerm(0),
+                    offsets: Vec::new(),
+                    chain,
+                }
+            }
+        };
+        {
+            let act = segs.last().expect("an active segment exists");
+            let mut st = lock(&shared.state);
+            let slot = shared
+                .ledger
+                .alloc(act.seg.seq, act.seg.synced.load(Ordering::Acquire));
+            act.seg
+                .ledger_slot
+                .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            st.dirty.push(act.seg.clone());
+        }
+
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            entry_bytes_max,
+            segs,
+            active,
+            first_index,
+            last_index,
+            last_term,
+            compacted_index,
+            compacted_term,
+            meta,
+            shared,
+            preparer,
+            background: None,
+            opts,
+        };
+        wal.active
+            .offsets
+            .reserve((wal.opts.segment_bytes / 256) as usize);
+        wal.start_background();
+        tracing::debug!(dir = %dir.display(), first = %wal.first_index, last = %wal.last_index,
+            segments = wal.segs.len(), "write-ahead log opened");
+        Ok(wal)
+    }
+
+    fn start_background(&mut self) {
+        let shared = self.shared.clone();
+        let policy = self.opts.fsync_policy;
+        let body: Box<dyn FnOnce() + Send> = match policy {
+            FsyncPolicy::Batch { delay_us, bytes } => {
+                Box::new(move || batch_loop(&shared, delay_us, bytes))
+            }
+            FsyncPolicy::Interval { ms } => Box::new(move || interval_loop(&shared, ms)),
+            FsyncPolicy::Always | FsyncPolicy::Never => return,
+        };
+        self.background = std::thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(body)
+            .ok();
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Queries.
+    // -----------------------------------------------------------------------------------------
+
+    /// First index readable from the log (`last_index() + 1` when the log is empty).
+    pub fn first_index(&self) -> LogIndex {
+        self.first_index
+    }
+
+    /// Last index in the log (the compaction point when empty, 0 for a new log).
+    pub fn last_index(&self) -> LogIndex {
+        self.last_index
+    }
+
+    /// Term of the last entry (or of the compaction point).
+    pub fn last_term(&self) -> LogTerm {
+        self.last_term
+    }
+
+    /// Highest index covered by a completed sync (storage-rules 11). Never above `last_index`.
+    pub fn durable_index(&self) -> LogIndex {
+        LogIndex(
+            self.shared
+                .durable
+                .load(Ordering::Acquire)
+                .min(self.last_index.0),
+        )
+    }
+
+    /// Highest index the fsync policy allows to count as acknowledged: the durable index under
+    /// `always` and `batch`, the last index under `interval` and `never`.
+    pub fn ack_index(&self) -> LogIndex {
+        if self.opts.fsync_policy.acknowledges_after_sync() {
+            self.durable_index()
+        } else {
+            self.last_index
+        }
+    }
+
+    /// The compaction point: (last index, term) covered by a snapshot, (0, 0) if none.
+    pub fn compacted(&self) -> (LogIndex, LogTerm) {
+        (self.compacted_index, self.compacted_term)
+    }
+
+    /// The fsync policy in force.
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.opts.fsync_policy
+    }
+
+    /// Largest payload an append accepts.
+    pub fn entry_bytes_max(&self) -> u64 {
+        self.entry_bytes_max
+    }
+
+    /// A handle that syncs from another thread.
+    pub fn sync_handle(&self) -> SyncHandle {
+        SyncHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Registers a function called after every completed or failed sync, from the thread that
+    /// ran it (e.g. write a byte to the event loop's wake-up pipe). Keep it short; it must not
+    /// call back into this `Wal`.
+    pub fn set_sync_listener(&self, f: impl Fn(SyncEvent) + Send + Sync + 'static) {
+        *lock(&self.shared.listener) = Some(Arc::new(f));
+    }
+
+    /// The fatal error that poisoned the log, if any.
+    pub fn fatal_error(&self) -> Option<Arc<FatalError>> {
+        self.shared.fatal.get().cloned()
+    }
+
+    #[inline]
+    fn check_fatal(&self) -> Result<()> {
+        match self.shared.fatal.get() {
+            None => Ok(()),
+            Some(f) => Err(StorageError::Fatal(f.clone())),
+        }
+    }
+
+    /// Term of the entry at `index`: also answers for the compaction point and for index 0
+    /// (term 0). `None` outside the log.
+    pub fn term_at(&self, index: LogIndex) -> Result<Option<LogTerm>> {
+        self.check_fatal()?;
+        if index == self.compacted_index {
+            return Ok(Some(self.compacted_term));
+        }
+        if index.0 == 0 {
+            return Ok(Some(LogTerm(0)));
+        }
+        if index < self.first_index || index > self.last_index {
+            return Ok(None);
+        }
+        if index == self.last_index {
+            return Ok(Some(self.last_term));
+        }
+        let (si, off) = self.locate(index)?;
+        let seg = &self.segs[si].seg;
+        let h = seg
+            .slice(off, RECORD_HEADER_BYTES)
+            .ok_or_else(|| self.bad_offset(si, off, index))?;
+        let rh = format::decode_record_header(h).ok_or_else(|| self.bad_offset(si, off, index))?;
+        if rh.index != index || rh.marker != RECORD_MARKER {
+            return Err(corrupt(
+                &seg.path,
+                off,
+                Some(index),
+                format!("record of index {index}"),
+                format!("index {}", rh.index),
+            ));
+        }
+        Ok(Some(rh.term))
+    }
+
+    fn bad_offset(&self, si: usize, off: u64, index: LogIndex) -> StorageError {
+        corrupt(
+            &self.segs[si].seg.path,
+            off,
+            Some(index),
+            "a record inside the segment".into(),
+            "an offset beyond its end".into(),
+        )
+    }
+
+    /// Segment position and byte offset of `index` (which must be in the log).
+    fn locate(&self, index: LogIndex) -> Result<(usize, u64)> {
+        let si = self.segs.partition_point(|s| s.last < index);
+        let s = self.segs.get(si).ok_or(StorageError::OutOfRange {
+            index,
+            first: self.first_index,
+            last: self.last_index,
+        })?;
+        let k = (index.0 - s.first.0) as usize;
+        let off = if si + 1 == self.segs.len() {
+            self.active.offsets.get(k).copied()
+        } else {
+            self.sealed_offsets(si)?.get(k).copied()
+        };
+        off.map(|o| (si, o as u64)).ok_or(StorageError::OutOfRange {
+            index,
+            first: self.first_index,
+            last: self.last_index,
+        })
+    }
+
+    /// Loads (once) and checks the offset index of sealed segment `si`.
+    fn sealed_offsets(&self, si: usize) -> Result<&Vec<u32>> {
+        let s = &self.segs[si];
+        if let Some(v) = s.sealed_offsets.get() {
+            return Ok(v);
+        }
+        let t = s.trailer.ok_or_else(|| {
+            corrupt(
+                &s.seg.path,
+                0,
+                None,
+                "a sealed segment".into(),
+                "no footer".into(),
+            )
+        })?;
+        let start = t.offsets_start(s.seg.bytes);
+        let bytes = s
+            .seg
+            .slice(start, OFFSET_ENTRY_BYTES * t.record_count as u64)
+            .unwrap_or(&[]);
+        let crc = format::crc_seeded(s.seg.seed, bytes);
+        if crc != t.offsets_crc {
+            return Err(corrupt(
+                &s.seg.path,
+                start,
+                Some(t.first_index),
+                format!("offset index checksum {:#010x}", t.offsets_crc),
+                format!("{crc:#010x}"),
+            ));
+        }
+        let v: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let _ = s.sealed_offsets.set(v);
+        Ok(s.sealed_offsets.get().expect("just set"))
+    }
+
+    /// Reads the entry at `index`, checking its checksum.
+    pub fn entry(&self, index: LogIndex) -> Result<Entry> {
+        let mut v = self.read(index, 1, u64::MAX)?;
+        v.pop().ok_or(StorageError::OutOfRange {
+            index,
+            first: self.first_index,
+            last: self.last_index,
+        })
+    }
+
+    /// Reads entries from `from` on: at most `count_max` entries and at most `bytes_max` payload
+    /// bytes, but always at least one entry when `from` is in the log. Every record's checksum
+    /// is checked right after reading it.
+    pub fn read(&self, from: LogIndex, count_max: usize, bytes_max: u64) -> Result<Vec<Entry>> {
+        self.check_fatal()?;
+        if from < self.first_index || from > self.last_index {
+            return Err(StorageError::OutOfRange {
+                index: from,
+                first: self.first_index,
+                last: self.last_index,
+            });
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        let mut index = from;
+        while index <= self.last_index && out.len() < count_max {
+            let (si, off) = self.locate(index)?;
+            let seg = &self.segs[si].seg;
+            let h = seg
+                .slice(off, RECORD_HEADER_BYTES)
+                .ok_or_else(|| self.bad_offset(si, off, index))?;
+            let rh =
+                format::decode_record_header(h).ok_or_else(|| self.bad_offset(si, off, index))?;
+            let payload = seg
+                .slice(off + RECORD_HEADER_BYTES, rh.payload_len as u64)
+                .ok_or_else(|| self.bad_offset(si, off, index))?;
+            let crc = format::record_crc(seg.seed, h, payload);
+            if crc != rh.crc || rh.index != index || rh.marker != RECORD_MARKER {
+                return Err(corrupt(
+                    &seg.path,
+                    off,
+                    Some(index),
+                    format!("record of index {index} with checksum {crc:#010x}"),
+                    format!("index {} checksum {:#010x}", rh.index, rh.crc),
+                ));
+            }
+            if !out.is_empty() && bytes + payload.len() as u64 > bytes_max {
+                break;
+            }
+            bytes += payload.len() as u64;
+            out.push(Entry {
+                index,
+                term: rh.term,
+                kind: rh.kind,
+                payload: payload.to_vec(),
+            });
+            index = index.next();
+        }
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Appends.
+    // -----------------------------------------------------------------------------------------
+
+    /// Appends one entry. See [`Wal::append`].
+    #[inline]
+    pub fn append_one(
+        &mut self,
+        index: LogIndex,
+        term: LogTerm,
+        kind: EntryKind,
+        payload: &[u8],
+    ) -> Result<LogIndex> {
+        self.append(&[EntryRef {
+            index,
+            term,
+            kind,
+            payload,
+        }])
+    }
+
+    /// Appends a batch of entries whose indexes continue the log (`last_index() + 1, ...`) and
+    /// whose terms do not decrease. The whole batch is validated before anything is written.
+    /// Returns the new last index.
+    ///
+    /// Under `always` it returns after the sync covering the batch; otherwise at once (the
+    /// entries are durable once [`Wal::durable_index`] reaches them).
+    pub fn append(&mut self, entries: &[EntryRef<'_>]) -> Result<LogIndex> {
+        self.check_fatal()?;
+        let mut expect = self.last_index.next();
+        let mut prev_term = self.last_term;
+        let mut total = 0u64;
+        for e in entries {
+            if e.index != expect {
+                return Err(StorageError::NotContiguous {
+                    expected: expect,
+                    got: e.index,
+                });
+            }
+            if e.term < prev_term {
+                return Err(StorageError::TermRegression {
+                    index: e.index,
+                    term: e.term.0,
+                    prev_term: prev_term.0,
+                });
+            }
+            if e.payload.len() as u64 > self.entry_bytes_max {
+                return Err(StorageError::EntryTooLarge {
+                    index: e.index,
+                    len: e.payload.len() as u64,
+                    max: self.entry_bytes_max,
+                });
+            }
+            total += format::record_bytes(e.payload.len() as u64);
+            expect = expect.next();
+            prev_term = e.term;
+        }
+        for e in entries {
+            self.write_record(e)?;
+        }
+        let act = self.segs.last().expect("active segment");
+        act.seg.publish(self.active.write_pos, self.last_index.0);
+        match self.opts.fsync_policy {
+            FsyncPolicy::Always => {
+                self.shared.sync()?;
+            }
+            FsyncPolicy::Batch { bytes, .. } => {
+                let mut b = lock(&self.shared.batch);
+                let was_clean = b.dirty_since.is_none();
+                if was_clean {
+                    b.dirty_since = Some(Instant::now());
+                }
+                b.pending_bytes += total;
+                let full = b.pending_bytes >= bytes;
+                drop(b);
+                if was_clean || full {
+                    self.shared.batch_cv.notify_one();
+                }
+            }
+            FsyncPolicy::Interval { .. } | FsyncPolicy::Never => {}
+        }
+        Ok(self.last_index)
+    }
+
+    /// Writes one validated record into the active segment, rotating first if it does not fit.
+    #[inline]
+    fn write_record(&mut self, e: &EntryRef<'_>) -> Result<()> {
+        let len = e.payload.len() as u64;
+        let need = format::record_bytes(len);
+        let seg_bytes = self.opts.segment_bytes;
+        let footer = OFFSET_ENTRY_BYTES * (self.active.offsets.len() as u64 + 1) + TRAILER_BYTES;
+        if self.active.write_pos + need + footer > seg_bytes {
+            self.rotate()?;
+        }
+        let act = self.segs.last_mut().expect("active segment");
+        let seg = &act.seg;
+        let pos = self.active.write_pos;
+        let header = format::encode_record_header(seg.seed, e.index, e.term, e.kind, e.payload);
+        // SAFETY: `&mut self` makes us the single writer with no outstanding borrow of the
+        // mapping; `pos + need + footer <= segment bytes` was ensured above (after a rotation the
+        // new segment is empty, and `entry_bytes_max` guarantees one record fits an empty one).
+        unsafe {
+            seg.write_at(pos, &header);
+            seg.write_at(pos + RECORD_HEADER_BYTES, e.payload);
+        }
+        // The padding after the payload is already zero: the area past `write_pos` is kept
+        // zeroed (new segments are zero, truncation and recovery zero what they cut).
+        if self.active.offsets.is_empty() {
+            self.active.first_term = e.term;
+            act.first = e.index;
+        }
+        self.active.offsets.push(pos as u32);
+        self.active.chain.update(&header[..4]);
+        self.active.write_pos = pos + need;
+        act.last = e.index;
+        self.last_index = e.index;
+        self.last_term = e.term;
+        Ok(())
+    }
+
+    /// Seals the active segment and activates the prepared next one.
+    fn rotate(&mut self) -> Result<()> {
+        let next = self.preparer.take(
+            &self.dir,
+            self.opts.segment_bytes,
+            self.opts.zero_fill_segments,
+            &self.shared.faults,
+        )?;
+        debug_assert!(
+            !self.active.offsets.is_empty(),
+            "a record always fits an empty segment"
+        );
+        // Seal: offset index + trailer at the end of the file (docs/FORMAT.md "footer").
+        let act = self.segs.last_mut().expect("active segment");
+        let seg = act.seg.clone();
+        let count = self.active.offsets.len() as u64;
+        let mut idx = Vec::with_capacity(count as usize * 4);
+        for o in &self.active.offsets {
+            idx.extend_from_slice(&o.to_le_bytes());
+        }
+        let t = Trailer {
+            first_index: act.first,
+            first_term: self.active.first_term,
+            last_index: act.last,
+            last_term: self.last_term,
+            records_end: self.active.write_pos,
+            record_count: count as u32,
+            chain_crc: self.active.chain.clone().finalize(),
+            offsets_crc: format::crc_seeded(seg.seed, &idx),
+        };
+        let start = t.offsets_start(seg.bytes);
+        // SAFETY: single writer (`&mut self`); the footer area lies beyond `write_pos` (the
+        // space check in `write_record` reserves it) and inside the mapping.
+        unsafe {
+            seg.write_at(start, &idx);
+            seg.write_at(
+                seg.bytes - TRAILER_BYTES,
+                &format::encode_trailer(seg.seed, &t),
+            );
+        }
+        let offsets = std::mem::replace(
+            &mut self.active.offsets,
+            Vec::with_capacity((self.opts.segment_bytes / 256) as usize),
+        );
+        let _ = act.sealed_offsets.set(offsets);
+        act.trailer = Some(t);
+        seg.sealed.store(true, Ordering::Release);
+        seg.publish(seg.bytes, act.last.0);
+
+        next.publish(SEGMENT_HEADER_BYTES, self.last_index.0);
+        let next = Arc::new(next);
+        {
+            let mut st = lock(&self.shared.state);
+            let mut slot = self.shared.ledger.alloc(next.seq, SEGMENT_HEADER_BYTES);
+            if slot.is_none() {
+                // Every ledger slot holds an unsynced segment (possible under `never`): sync so
+                // sealed segments release theirs.
+                self.shared.sync_locked(&mut st)?;
+                slot = self.shared.ledger.alloc(next.seq, SEGMENT_HEADER_BYTES);
+            }
+            next.ledger_slot
+                .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            st.dirty.push(next.clone());
+        }
+        self.segs.push(SegEntry {
+            first: self.last_index.next(),
+            last: self.last_index,
+            seg: next.clone(),
+            sealed_offsets: OnceLock::new(),
+            trailer: None,
+        });
+        self.active.write_pos = SEGMENT_HEADER_BYTES;
+        self.active.chain = crc32fast::Hasher::new_with_initial(next.seed);
+        self.active.first_term = LogTerm(0);
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable, whatever the policy; returns the durable index.
+    pub fn sync(&mut self) -> Result<LogIndex> {
+        self.shared.sync()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Truncation and compaction.
+    // -----------------------------------------------------------------------------------------
+
+    /// Removes every entry from `from` on (conflict resolution, Raft §5.3). Synced before it
+    /// returns, whatever the policy (storage-rules 14): later segments are unlinked newest
+    /// first (so a crash leaves a prefix of the old log), then the cut area is zeroed and
+    /// synced, so the removed entries never come back.
+    pub fn truncate_suffix(&mut self, from: LogIndex) -> Result<()> {
+        self.check_fatal()?;
+        if from > self.last_index {
+            return Ok(());
+        }
+        if from < self.first_index || from.0 == 0 {
+            return Err(StorageError::OutOfRange {
+                index: from,
+                first: self.first_index,
+                last: self.last_index,
+            });
+        }
+        let new_last = from.prev();
+        let new_last_term = if new_last >= self.first_index {
+            self.term_at(new_last)?.unwrap_or(LogTerm(0))
+        } else {
+            self.compacted_term
+        };
+        let (si, cut) = self.locate(from)?;
+        let shared = self.shared.clone();
+        let mut st = lock(&shared.state);
+        // Everything before the cut must be synced before the cut area is zeroed and synced,
+        // so the ledger's "synced up to" stays a true statement.
+        shared.sync_locked(&mut st)?;
+        // 1. Unlink later segments, newest first.
+        let mut unlinked = false;
+        while self.segs.len() > si + 1 {
+            let s = self.segs.pop().expect("len checked");
+            let slot = s.seg.ledger_slot.swap(NO_SLOT, Ordering::AcqRel);
+            if slot != NO_SLOT {
+                shared.ledger.free(slot);
+            }
+            st.dirty.retain(|d| !Arc::ptr_eq(d, &s.seg));
+            std::fs::remove_file(&s.seg.path)
+                .map_err(|e| StorageError::io("removing segment", &s.seg.path, e))?;
+            unlinked = true;
+        }
+        if unlinked {
+            sys::fsync_dir(&self.dir, &shared.faults).map_err(|f| shared.poison(f))?;
+        }
+        // 2. Segment `si` becomes the active one, cut at `cut`.
+        let was_active = self.segs[si].trailer.is_none();
+        let mut offsets = if was_active {
+            std::mem::take(&mut self.active.offsets)
+        } else {
+            self.sealed_offsets(si)?.clone()
+        };
+        let ent = &mut self.segs[si];
+        let keep = (from.0 - ent.first.0) as usize;
+        offsets.truncate(keep);
+        let seg = ent.seg.clone();
+        let mut chain = crc32fast::Hasher::new_with_initial(seg.seed);
+        let mut first_term = LogTerm(0);
+        for (i, o) in offsets.iter().enumerate() {
+            let h = seg
+                .slice(*o as u64, RECORD_HEADER_BYTES)
+                .unwrap_or(&[0; 32]);
+            chain.update(&h[..4]);
+            if i == 0 {
+                first_term = format::decode_record_header(h)
+                    .map(|r| r.term)
+                    .unwrap_or_default();
+            }
+        }
+        // SAFETY: single writer (`&mut self`), no borrow of the mapping outstanding, syncs are
+        // excluded by the state lock we hold.
+        unsafe { seg.zero_range(cut, seg.bytes) };
+        let synced_before = seg.synced.load(Ordering::Acquire).min(cut);
+        if let Err(f) = sys::msync(seg.map(), cut, seg.bytes - cut, &seg.path, &shared.faults) {
+            return Err(shared.poison(f));
+        }
+        debug_assert_eq!(synced_before, cut.min(synced_before));
+        seg.sealed.store(false, Ordering::Release);
+        seg.synced.store(cut, Ordering::Release);
+        seg.publish(cut, new_last.0);
+        if seg.ledger_slot.load(Ordering::Acquire) == NO_SLOT {
+            let slot = shared.ledger.alloc(seg.seq, cut);
+            seg.ledger_slot
+                .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+        } else {
+            shared
+                .ledger
+                .set_synced(seg.ledger_slot.load(Ordering::Acquire), cut);
+        }
+        if !st.dirty.iter().any(|d| Arc::ptr_eq(d, &seg)) {
+            st.dirty.push(seg.clone());
+        }
+        ent.trailer = None;
+        ent.sealed_offsets = OnceLock::new();
+        ent.last = new_last;
+        if offsets.is_empty() {
+            ent.first = from;
+        }
+        self.active = Active {
+            write_pos: cut,
+            offsets,
+            chain,
+            first_term,
+        };
+        self.last_index = new_last;
+        self.last_term = new_last_term;
+        let d = shared.durable.load(Ordering::Acquire).min(new_last.0);
+        shared.durable.store(d, Ordering::Release);
+        drop(st);
+        let mut b = lock(&shared.batch);
+        b.pending_bytes = 0;
+        b.dirty_since = None;
+        Ok(())
+    }
+
+    /// Discards entries up to and including `upto` (after a snapshot covering them with last
+    /// term `upto_term`, Raft §7). The compaction point is recorded durably first, then whole
+    /// segments are deleted (storage-rules 14); a segment straddling the point stays, its early
+    /// entries unreadable. If `upto` is at or beyond the last index the log becomes empty and
+    /// the next append must be `upto + 1` (installing a snapshot).
+    pub fn compact(&mut self, upto: LogIndex, upto_term: LogTerm) -> Result<()> {
+        self.check_fatal()?;
+        if upto <= self.compacted_index {
+            return Ok(());
+        }
+        if upto >= self.first_index && upto <= self.last_index {
+            let t = self.term_at(upto)?;
+            if t != Some(upto_term) {
+                return Err(StorageError::Snapshot(format!(
+                    "compaction at index {upto} with term {upto_term}, but the log has term {} there",
+                    t.map(|t| t.0.to_string()).unwrap_or_else(|| "none".into())
+                )));
+            }
+        }
+        self.meta
+            .write(upto.0, upto_term.0, 0, true)
+            .map_err(|e| match e {
+                StorageError::Fatal(f) => self.shared.poison(f),
+                e => e,
+            })?;
+        self.compacted_index = upto;
+        self.compacted_term = upto_term;
+        let shared = self.shared.clone();
+        let mut st = lock(&shared.state);
+        let mut removed = false;
+        if upto >= self.last_index {
+            // The whole log is replaced by the snapshot: start a fresh segment.
+            let next = self.preparer.take(
+                &self.dir,
+                self.opts.segment_bytes,
+                self.opts.zero_fill_segments,
+                &shared.faults,
+            )?;
+            for s in self.segs.drain(..) {
+                let slot = s.seg.ledger_slot.swap(NO_SLOT, Ordering::AcqRel);
+                if slot != NO_SLOT {
+                    shared.ledger.free(slot);
+                }
+                std::fs::remove_file(&s.seg.path)
+                    .map_err(|e| StorageError::io("removing segment", &s.seg.path, e))?;
+                removed = true;
+            }
+            st.dirty.clear();
+            next.publish(SEGMENT_HEADER_BYTES, upto.0);
+            let next = Arc::new(next);
+            let slot = shared.ledger.alloc(next.seq, SEGMENT_HEADER_BYTES);
+            next.ledger_slot
+                .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            st.dirty.push(next.clone());
+            self.active = Active {
+                write_pos: SEGMENT_HEADER_BYTES,
+                offsets: Vec::with_capacity((self.opts.segment_bytes / 256) as usize),
+                chain: crc32fast::Hasher::new_with_initial(next.seed),
+                first_term: LogTerm(0),
+            };
+            self.segs.push(SegEntry {
+                seg: next,
+                first: upto.next(),
+                last: upto,
+                sealed_offsets: OnceLock::new(),
+                trailer: None,
+            });
+            self.last_index = upto;
+            self.last_term = upto_term;
+            shared.durable.store(upto.0, Ordering::Release);
+            let mut b = lock(&shared.batch);
+            b.pending_bytes = 0;
+            b.dirty_since = None;
+        } else {
+            while self.segs.len() > 1 && self.segs[0].last <= upto {
+                let s = self.segs.remove(0);
+                let slot = s.seg.ledger_slot.swap(NO_SLOT, Ordering::AcqRel);
+                if slot != NO_SLOT {
+                    shared.ledger.free(slot);
+                }
+                st.dirty.retain(|d| !Arc::ptr_eq(d, &s.seg));
+                std::fs::remove_file(&s.seg.path)
+                    .map_err(|e| StorageError::io("removing segment", &s.seg.path, e))?;
+                removed = true;
+            }
+            shared.durable.fetch_max(upto.0, Ordering::AcqRel);
+        }
+        self.first_index = upto.next();
+        drop(st);
+        if removed {
+            sys::fsync_dir(&self.dir, &shared.faults).map_err(|f| shared.poison(f))?;
+        }
+        Ok(())
+    }
+
+    /// Paths and index ranges of the segments (oldest first), for status output.
+    pub fn segments(&self) -> Vec<(PathBuf, LogIndex, LogIndex)> {
+        self.segs
+            .iter()
+            .map(|s| (s.seg.path.clone(), s.first, s.last))
+            .collect()
+    }
+
+    /// Stops the background threads; under `always`, `batch` and `interval` syncs what is left.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_background();
+        if self.opts.fsync_policy != FsyncPolicy::Never && self.fatal_error().is_none() {
+            self.shared.sync()?;
+        }
+        Ok(())
+    }
+
+    fn stop_background(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        {
+            let _b = lock(&self.shared.batch);
+            self.shared.batch_cv.notify_all();
+        }
+        if let Some(h) = self.background.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.stop_background();
+    }
+}
+
+/// Group commit (`batch`): sync when the oldest unsynced append is `delay_us` old or `bytes`
+/// are pending.
+fn batch_loop(shared: &WalShared, delay_us: u64, bytes: u64) {
+    let delay = Duration::from_micros(delay_us);
+    loop {
+        let mut b = lock(&shared.batch);
+        loop {
+            if shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            match b.dirty_since {
+                None => b = shared.batch_cv.wait(b).unwrap_or_else(|p| p.into_inner()),
+                Some(since) => {
+                    let due = since + delay;
+                    let now = Instant::now();
+                    if b.pending_bytes >= bytes || now >= due {
+                        break;
+                    }
+                    b = shared
+                        .batch_cv
+                        .wait_timeout(b, due - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        b.pending_bytes = 0;
+        b.dirty_since = None;
+        drop(b);
+        if shared.sync().is_err() {
+            return;
+        }
+    }
+}
+
+/// Background sync every `ms` (`interval`).
+fn interval_loop(shared: &WalShared, ms: u64) {
+    let period = Duration::from_millis(ms);
+    loop {
+        let mut b = lock(&shared.batch);
+        let deadline = Instant::now() + period;
+        loop {
+            if shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            b = shared
+                .batch_cv
+                .wait_timeout(b, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(b);
+        if shared.sync().is_err() {
+            return;
+        }
+    }
+}
