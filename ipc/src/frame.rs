@@ -1,0 +1,328 @@
+//! Frame layout inside a ring, its checksum, and reassembly of fragmented messages.
+//! Byte layout: docs/FORMAT.md, "IPC: frames". Pure code: no shared memory here.
+
+use crate::error::ProtocolError;
+
+/// Bytes of a frame header.
+pub const FRAME_HEADER_BYTES: usize = 16;
+/// Frames start on this alignment; a frame record is `16 + round_up(len, 16)` bytes.
+pub const FRAME_ALIGN: usize = 16;
+
+/// Flag: this frame is one fragment of a larger message.
+pub const FLAG_FRAGMENT: u8 = 0x01;
+/// Flag: this fragment is the last of its message.
+pub const FLAG_LAST: u8 = 0x02;
+/// Flag: padding that fills the ring up to its end; the next frame starts at offset 0.
+pub const FLAG_PAD: u8 = 0x80;
+const KNOWN_FLAGS: u8 = FLAG_FRAGMENT | FLAG_LAST | FLAG_PAD;
+
+/// Bytes of the total-length prefix carried by the first fragment of a message.
+pub const FRAGMENT_PREFIX_BYTES: usize = 8;
+
+/// Size of the ring record that carries a payload of `len` bytes.
+pub const fn record_bytes(len: usize) -> usize {
+    FRAME_HEADER_BYTES + len.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
+}
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Payload bytes following the header (for a pad: bytes of padding after the header).
+    pub payload_len: u32,
+    /// The user's kind tag.
+    pub kind: u16,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// Fragment index within its message (0 unless `FLAG_FRAGMENT`).
+    pub fragment_index: u32,
+    /// Stored checksum.
+    pub checksum: u32,
+}
+
+impl FrameHeader {
+    /// Encodes the header with the given checksum.
+    pub fn encode(&self) -> [u8; FRAME_HEADER_BYTES] {
+        let mut b = [0u8; FRAME_HEADER_BYTES];
+        b[0..4].copy_from_slice(&self.payload_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.kind.to_le_bytes());
+        b[6] = self.flags;
+        b[7] = 0;
+        b[8..12].copy_from_slice(&self.fragment_index.to_le_bytes());
+        b[12..16].copy_from_slice(&self.checksum.to_le_bytes());
+        b
+    }
+
+    /// Decodes and structurally checks a header read from `pos`. Does not verify the
+    /// checksum (that needs the payload). Never panics on any input.
+    pub fn decode(b: &[u8], pos: u64) -> Result<Self, ProtocolError> {
+        let bad = |reason| ProtocolError::BadFrame { pos, reason };
+        if b.len() < FRAME_HEADER_BYTES {
+            return Err(bad("truncated header"));
+        }
+        let h = FrameHeader {
+            payload_len: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            kind: u16::from_le_bytes([b[4], b[5]]),
+            flags: b[6],
+            fragment_index: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            checksum: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+        };
+        if b[7] != 0 {
+            return Err(bad("reserved byte not zero"));
+        }
+        if h.flags & !KNOWN_FLAGS != 0 {
+            return Err(bad("unknown flag bits"));
+        }
+        if h.flags & FLAG_PAD != 0 && h.flags != FLAG_PAD {
+            return Err(bad("pad combined with other flags"));
+        }
+        if h.flags & FLAG_FRAGMENT == 0 && (h.flags & FLAG_LAST != 0 || h.fragment_index != 0) {
+            return Err(bad("fragment fields on an unfragmented frame"));
+        }
+        Ok(h)
+    }
+}
+
+/// The checksum seed of a frame: mixes the writer's epoch and the frame's ring position, so a
+/// stale frame left by a previous epoch, or by a previous lap of the ring at the same offset,
+/// fails the checksum (fault-matrix C9: no stale frame accepted).
+fn seed(epoch: u64, pos: u64) -> u32 {
+    let x = epoch ^ pos.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x ^ (x >> 32)) as u32
+}
+
+/// CRC-32 (IEEE, crc32fast) over header bytes 0..12 and the payload, seeded by epoch and position.
+pub fn frame_checksum(epoch: u64, pos: u64, header12: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(seed(epoch, pos));
+    h.update(&header12[..12]);
+    h.update(payload);
+    h.finalize()
+}
+
+/// [`frame_checksum`] over a payload given in two parts (a fragment's prefix and its data).
+pub fn frame_checksum_parts(epoch: u64, pos: u64, header12: &[u8], a: &[u8], b: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(seed(epoch, pos));
+    h.update(&header12[..12]);
+    h.update(a);
+    h.update(b);
+    h.finalize()
+}
+
+/// Reassembles fragmented messages from one link. A ring is FIFO with one writer, so fragments
+/// of one message arrive contiguously and in order: one buffer per link suffices. The buffer is
+/// bounded by `max_message_bytes`.
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    buf: Vec<u8>,
+    total: usize,
+    next_index: u32,
+    kind: u16,
+    active: bool,
+    /// After a reset the next fragments of an interrupted message are dropped quietly until
+    /// a new first fragment arrives.
+    skipping: bool,
+}
+
+/// Result of feeding one fragment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reassembled {
+    /// More fragments needed.
+    Incomplete,
+    /// The message is complete: `take()` it.
+    Complete,
+    /// A fragment of a message whose start we never saw (we attached mid-message); dropped.
+    Skipped,
+}
+
+impl Reassembly {
+    /// Forgets any partial message (link reset or re-attach).
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.total = 0;
+        self.next_index = 0;
+        self.active = false;
+        self.skipping = true;
+    }
+
+    /// Feeds one fragment frame. `max_message_bytes` bounds what is buffered.
+    pub fn feed(
+        &mut self,
+        kind: u16,
+        flags: u8,
+        index: u32,
+        payload: &[u8],
+        max_message_bytes: usize,
+    ) -> Result<Reassembled, ProtocolError> {
+        let err = |reason| Err(ProtocolError::Reassembly { reason });
+        let last = flags & FLAG_LAST != 0;
+        if index == 0 {
+            if self.active {
+                self.active = false;
+                return err("new message started before the previous one ended");
+            }
+            if payload.len() < FRAGMENT_PREFIX_BYTES {
+                return err("first fragment shorter than its length prefix");
+            }
+            let mut p = [0u8; 8];
+            p.copy_from_slice(&payload[..8]);
+            let total = u64::from_le_bytes(p);
+            if total > max_message_bytes as u64 {
+                return err("message larger than max_message_bytes");
+            }
+            self.total = total as usize;
+            self.buf.clear();
+            self.buf.reserve(self.total);
+            self.next_index = 0;
+            self.kind = kind;
+            self.active = true;
+            self.skipping = false;
+            return self.append(index, &payload[8..], kind, last);
+        }
+        if !self.active {
+            if self.skipping {
+                if last {
+                    self.skipping = false;
+                }
+                return Ok(Reassembled::Skipped);
+            }
+            return err("continuation fragment without a first fragment");
+        }
+        self.append(index, payload, kind, last)
+    }
+
+    fn append(
+        &mut self,
+        index: u32,
+        data: &[u8],
+        kind: u16,
+        last: bool,
+    ) -> Result<Reassembled, ProtocolError> {
+        let fail = |s: &mut Self, reason| {
+            s.active = false;
+            s.buf.clear();
+            Err(ProtocolError::Reassembly { reason })
+        };
+        if index != self.next_index {
+            return fail(self, "fragment index out of sequence");
+        }
+        if kind != self.kind {
+            return fail(self, "fragment kind changed mid-message");
+        }
+        if data.len() > self.total - self.buf.len() {
+            return fail(self, "fragments exceed the declared total");
+        }
+        self.buf.extend_from_slice(data);
+        self.next_index = self.next_index.wrapping_add(1);
+        if last {
+            if self.buf.len() != self.total {
+                return fail(self, "last fragment before the declared total");
+            }
+            self.active = false;
+            return Ok(Reassembled::Complete);
+        }
+        Ok(Reassembled::Incomplete)
+    }
+
+    /// The completed message (valid right after `feed` returned `Complete`).
+    pub fn message(&self) -> (u16, &[u8]) {
+        (self.kind, &self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn header_round_trip() {
+        let h = FrameHeader {
+            payload_len: 77,
+            kind: 9,
+            flags: FLAG_FRAGMENT | FLAG_LAST,
+            fragment_index: 3,
+            checksum: 0xdead_beef,
+        };
+        assert_eq!(FrameHeader::decode(&h.encode(), 0), Ok(h));
+    }
+
+    #[test]
+    fn checksum_depends_on_epoch_and_position() {
+        let hdr = [1u8; 12];
+        let a = frame_checksum(1, 0, &hdr, b"abc");
+        assert_ne!(a, frame_checksum(2, 0, &hdr, b"abc"));
+        assert_ne!(a, frame_checksum(1, 4096, &hdr, b"abc"));
+        assert_ne!(a, frame_checksum(1, 0, &hdr, b"abd"));
+    }
+
+    fn first(total: u64, data: &[u8]) -> Vec<u8> {
+        let mut v = total.to_le_bytes().to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn reassembles_in_order_and_bounds_size() {
+        let mut r = Reassembly::default();
+        let f0 = first(6, b"abc");
+        assert_eq!(
+            r.feed(5, FLAG_FRAGMENT, 0, &f0, 100),
+            Ok(Reassembled::Incomplete)
+        );
+        assert_eq!(
+            r.feed(5, FLAG_FRAGMENT | FLAG_LAST, 1, b"def", 100),
+            Ok(Reassembled::Complete)
+        );
+        assert_eq!(r.message(), (5, &b"abcdef"[..]));
+        // Over the bound: refused before buffering anything.
+        assert!(
+            r.feed(5, FLAG_FRAGMENT, 0, &first(1000, b"x"), 100)
+                .is_err()
+        );
+        // Out of sequence.
+        let mut r = Reassembly::default();
+        r.feed(5, FLAG_FRAGMENT, 0, &first(9, b"abc"), 100).unwrap();
+        assert!(r.feed(5, FLAG_FRAGMENT, 2, b"def", 100).is_err());
+        // Overflowing the declared total.
+        let mut r = Reassembly::default();
+        r.feed(5, FLAG_FRAGMENT, 0, &first(4, b"abc"), 100).unwrap();
+        assert!(
+            r.feed(5, FLAG_FRAGMENT | FLAG_LAST, 1, b"def", 100)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn orphan_fragments_after_reset_are_skipped() {
+        let mut r = Reassembly::default();
+        r.reset();
+        assert_eq!(
+            r.feed(5, FLAG_FRAGMENT, 4, b"zz", 100),
+            Ok(Reassembled::Skipped)
+        );
+        assert_eq!(
+            r.feed(5, FLAG_FRAGMENT | FLAG_LAST, 5, b"zz", 100),
+            Ok(Reassembled::Skipped)
+        );
+        // After the orphaned message ended, a stray continuation is a protocol error.
+        assert!(r.feed(5, FLAG_FRAGMENT, 1, b"zz", 100).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64), pos in any::<u64>()) {
+            let _ = FrameHeader::decode(&bytes, pos);
+        }
+
+        #[test]
+        fn reassembly_never_panics(
+            frags in proptest::collection::vec(
+                (any::<u16>(), any::<u8>(), 0u32..4, proptest::collection::vec(any::<u8>(), 0..40)),
+                0..20)
+        ) {
+            let mut r = Reassembly::default();
+            for (kind, flags, idx, data) in frags {
+                let _ = r.feed(kind % 2, flags & (FLAG_FRAGMENT | FLAG_LAST), idx, &data, 64);
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Wake-up FIFOs (ipc rule 5). One per receiving process; every record written to one is
+//! exactly 8 bytes, so writes are atomic (< PIPE_BUF) and never interleave. The FIFO is only a
+//! hint: the receiver re-scans all its rings after any wake-up, so a lost or garbage record
+//! costs at most a timed-poll backstop, never a frame.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use crate::Endpoint;
+use crate::error::{ProtocolError, SetupError};
+
+/// Bytes of one wake-up record.
+pub const WAKE_RECORD_BYTES: usize = 8;
+/// First byte of every wake-up record.
+pub const WAKE_MAGIC: u8 = 0xA5;
+
+/// What a wake-up record announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WakeKind {
+    /// The sender published frames while we were parked.
+    Data = 1,
+    /// We (the sender's reader) freed space the sender was waiting for.
+    Space = 2,
+    /// A client asks to connect (its ring to us exists).
+    Connect = 3,
+    /// The node accepted a client (its ring to the client exists).
+    Accepted = 4,
+    /// The sender attached as reader of our ring (it (re)started): re-open its FIFO.
+    Attached = 5,
+    /// The node refused a client.
+    Rejected = 6,
+}
+
+/// A decoded wake-up record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeRecord {
+    /// What happened.
+    pub kind: WakeKind,
+    /// Who wrote it.
+    pub sender: Endpoint,
+}
+
+impl WakeRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> [u8; WAKE_RECORD_BYTES] {
+        let (k, id) = match self.sender {
+            Endpoint::Node(id) => (0u8, id),
+            Endpoint::Client(id) => (1u8, id),
+        };
+        let mut b = [WAKE_MAGIC, self.kind as u8, k, 0, 0, 0, 0, 0];
+        b[4..8].copy_from_slice(&id.to_le_bytes());
+        b
+    }
+
+    /// Decodes one record from untrusted bytes; `None` if malformed. Never panics.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != WAKE_RECORD_BYTES || b[0] != WAKE_MAGIC || b[3] != 0 {
+            return None;
+        }
+        let kind = match b[1] {
+            1 => WakeKind::Data,
+            2 => WakeKind::Space,
+            3 => WakeKind::Connect,
+            4 => WakeKind::Accepted,
+            5 => WakeKind::Attached,
+            6 => WakeKind::Rejected,
+            _ => return None,
+        };
+        let id = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        let sender = match b[2] {
+            0 => Endpoint::Node(id),
+            1 => Endpoint::Client(id),
+            _ => return None,
+        };
+        Some(WakeRecord { kind, sender })
+    }
+}
+
+/// Opens a FIFO for writing without blocking; `Ok(None)` when it does not exist or nobody reads
+/// it (ENXIO): the owner is not running.
+fn open_writer(path: &Path) -> Result<Option<OwnedFd>, Errno> {
+    match nix::fcntl::open(
+        path,
+        OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENXIO | Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a live process holds the FIFO at `path` open for reading.
+pub(crate) fn fifo_has_reader(path: &Path) -> bool {
+    matches!(open_writer(path), Ok(Some(_)))
+}
+
+/// Our own FIFO, held open read-write (so it never reports EOF and `open` never blocks).
+pub(crate) struct WakeInbox {
+    fd: OwnedFd,
+    pub(crate) path: PathBuf,
+    /// Bytes of an incomplete record left by the last read (only garbage produces these).
+    buf: Vec<u8>,
+}
+
+impl WakeInbox {
+    /// Creates the FIFO for `owner` in `dir`: mkfifo 0600 under a temporary name, open it, then
+    /// publish it under its final name. With `replace`, an existing FIFO nobody reads (our dead
+    /// predecessor's) is replaced by rename; a read one means another live process is `owner`.
+    /// Without `replace` (clients), publication uses link(2), which fails if the name is taken.
+    pub(crate) fn create(
+        dir: &Path,
+        owner: Endpoint,
+        replace: bool,
+    ) -> Result<Option<Self>, SetupError> {
+        let path = dir.join(crate::dir::fifo_file_name(owner));
+        if replace && fifo_has_reader(&path) {
+            return Err(SetupError::AlreadyRunning {
+                endpoint: owner,
+                path,
+            });
+        }
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            crate::dir::fifo_file_name(owner)
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let io = |op, path: &Path, e: Errno| SetupError::Io {
+            op,
+            path: path.into(),
+            source: std::io::Error::from(e),
+        };
+        nix::unistd::mkfifo(&tmp, Mode::S_IRUSR | Mode::S_IWUSR)
+            .map_err(|e| io("mkfifo", &tmp, e))?;
+        let fd = nix::fcntl::open(
+            &tmp,
+            OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        );
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io("open fifo", &tmp, e));
+            }
+        };
+        let published = if replace {
+            std::fs::rename(&tmp, &path).map(|()| true)
+        } else {
+            let r = match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            };
+            let _ = std::fs::remove_file(&tmp);
+            r
+        };
+        match published {
+            Ok(true) => Ok(Some(Self {
+                fd,
+                path,
+                buf: Vec::new(),
+            })),
+            Ok(false) => Ok(None),
+            Err(source) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(SetupError::Io {
+                    op: "publish fifo",
+                    path,
+                    source,
+                })
+            }
+        }
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Reads everything available without blocking and hands each well-formed record to
+    /// `on_record`. Returns the number of read(2) calls and any garbage found. Bounded: at most
+    /// 64 reads of 4 KiB per call.
+    pub(crate) fn drain(
+        &mut self,
+        mut on_record: impl FnMut(WakeRecord),
+    ) -> (u32, Option<ProtocolError>) {
+        let mut chunk = [0u8; 4096];
+        let mut reads = 0;
+        let mut garbage = 0usize;
+        for _ in 0..64 {
+            reads += 1;
+            match nix::unistd::read(&self.fd, &mut chunk) {
+                Ok(0) | Err(Errno::EAGAIN) => break,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    let whole = self.buf.len() / WAKE_RECORD_BYTES * WAKE_RECORD_BYTES;
+                    for rec in self.buf[..whole].chunks_exact(WAKE_RECORD_BYTES) {
+                        match WakeRecord::decode(rec) {
+                            Some(r) => on_record(r),
+                            None => garbage += WAKE_RECORD_BYTES,
+                        }
+                    }
+                    self.buf.drain(..whole);
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        if !self.buf.is_empty() {
+            // Only a stray writer leaves a partial record: drop it to resynchronise.
+            garbage += self.buf.len();
+            self.buf.clear();
+        }
+        (
+            reads,
+            (garbage > 0).then_some(ProtocolError::WakeGarbage { bytes: garbage }),
+        )
+    }
+
+    /// Removes the FIFO's name (clean shutdown).
+    pub(crate) fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Result of writing a wake-up record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WakeSend {
+    /// Written, or the FIFO was full (the reader has unread wake-ups anyway).
+    Sent,
+    /// Nobody reads the FIFO any more: the peer died (EPIPE; SIGPIPE is ignored).
+    PeerGone,
+}
+
+/// A peer's FIFO, open for writing.
+pub(crate) struct WakeTarget {
+    fd: OwnedFd,
+}
+
+impl WakeTarget {
+    /// Opens the FIFO of `owner`; `None` if it is not running.
+    pub(crate) fn open(dir: &Path, owner: Endpoint) -> Option<Self> {
+        let path = dir.join(crate::dir::fifo_file_name(owner));
+        match open_writer(&path) {
+            Ok(Some(fd)) => Some(Self { fd }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open peer FIFO");
+                None
+            }
+        }
+    }
+
+    /// Writes one record (one write(2)).
+    pub(crate) fn send(&self, rec: WakeRecord) -> WakeSend {
+        loop {
+            match nix::unistd::write(&self.fd, &rec.encode()) {
+                Ok(_) | Err(Errno::EAGAIN) => return WakeSend::Sent,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return WakeSend::PeerGone,
+            }
+        }
+    }
+
+    /// Whether the reader end is gone (poll reports POLLERR on a FIFO without readers).
+    pub(crate) fn peer_gone(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)),
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn record_round_trip() {
+        for kind in [
+            WakeKind::Data,
+            WakeKind::Space,
+            WakeKind::Connect,
+            WakeKind::Accepted,
+            WakeKind::Attached,
+            WakeKind::Rejected,
+        ] {
+            for sender in [Endpoint::Node(7), Endpoint::Client(0xdead_beef)] {
+                let r = WakeRecord { kind, sender };
+                assert_eq!(WakeRecord::decode(&r.encode()), Some(r));
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let _ = WakeRecord::decode(&bytes);
+        }
+    }
+}

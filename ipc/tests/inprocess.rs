@@ -1,0 +1,380 @@
+//! Transport behaviour with both ends in one process (rings and FIFOs are the real ones).
+//! Cross-process behaviour (crashes, restarts, clients) is in `multiprocess.rs`.
+
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use shmraft_ipc::{
+    Endpoint, HeaderError, Incoming, LinkEvent, OutFrame, RING_DATA_OFFSET, RingHeader, SendError,
+    Transport, TransportConfig, ring_file_name,
+};
+
+const N1: Endpoint = Endpoint::Node(1);
+const N2: Endpoint = Endpoint::Node(2);
+
+fn cfg(dir: &std::path::Path, ring_bytes: usize) -> TransportConfig {
+    let mut c = TransportConfig::new(dir.join("rt"), 7);
+    c.ring_bytes = ring_bytes;
+    c.maintenance_interval_ms = 5;
+    c
+}
+
+/// Collected output of one `recv`.
+#[derive(Default, Debug)]
+struct Got {
+    frames: Vec<(Endpoint, u16, Vec<u8>)>,
+    events: Vec<LinkEvent>,
+}
+
+fn recv_all(t: &mut Transport, got: &mut Got) -> usize {
+    t.recv(|inc| match inc {
+        Incoming::Frame(f) => got.frames.push((f.from, f.kind, f.payload.to_vec())),
+        Incoming::Event(e) => got.events.push(e),
+    })
+}
+
+/// Runs `step` on both transports until `done` holds, with a generous deadline.
+fn pump_until(
+    a: &mut Transport,
+    b: &mut Transport,
+    ga: &mut Got,
+    gb: &mut Got,
+    mut done: impl FnMut(&Got, &Got) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(ga, gb) {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached; a={ga:?} b={gb:?}"
+        );
+        a.maintain();
+        b.maintain();
+        recv_all(a, ga);
+        recv_all(b, gb);
+        a.wait(Some(Duration::from_millis(1))).unwrap();
+    }
+}
+
+fn pair(ring_bytes: usize) -> (tempfile::TempDir, Transport, Transport) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Transport::node(cfg(dir.path(), ring_bytes), 1, &[1, 2]).unwrap();
+    let mut b = Transport::node(cfg(dir.path(), ring_bytes), 2, &[1, 2]).unwrap();
+    // b attached to a's ring at start and told a so (an `Attached` wake-up record): a picks
+    // that up from its FIFO, opens b's FIFO and attaches b's ring.
+    let (mut ga, mut gb) = (Got::default(), Got::default());
+    pump_until(&mut a, &mut b, &mut ga, &mut gb, |ga, gb| {
+        a_up(ga) && !gb.events.is_empty()
+    });
+    assert_eq!(a.peers(), vec![(N2, true)]);
+    assert_eq!(b.peers(), vec![(N1, true)]);
+    (dir, a, b)
+}
+
+#[test]
+fn frames_arrive_in_order_with_checked_contents() {
+    let (_d, mut a, mut b) = pair(1 << 16);
+    let (mut ga, mut gb) = (Got::default(), Got::default());
+    let mut sent = 0u32;
+    let mut expected = Vec::new();
+    while sent < 5000 {
+        let payload: Vec<u8> = (0..(sent % 300))
+            .map(|i| (i as u8) ^ (sent as u8))
+            .collect();
+        match a.send(N2, (sent % 7) as u16, &payload) {
+            Ok(()) => {
+                expected.push(((sent % 7) as u16, payload));
+                sent += 1;
+            }
+            Err(SendError::Full { .. }) => {
+                recv_all(&mut b, &mut gb);
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    pump_until(&mut a, &mut b, &mut ga, &mut gb, |_, gb| {
+        gb.frames.len() >= 5000
+    });
+    let got: Vec<_> = gb
+        .frames
+        .iter()
+        .map(|(f, k, p)| (assert_eq!(*f, N1), (*k, p.clone())).1)
+        .collect();
+    assert_eq!(got, expected);
+}
+
+fn a_up(g: &Got) -> bool {
+    g.events
+        .iter()
+        .any(|e| matches!(e, LinkEvent::Up { peer, .. } if *peer == N2))
+}
+
+#[test]
+fn full_ring_reports_full_then_writable_and_never_overwrites() {
+    let (_d, mut a, mut b) = pair(4096);
+    let payload = [0xabu8; 200];
+    let mut accepted = 0u32;
+    loop {
+        let mut p = payload;
+        p[..4].copy_from_slice(&accepted.to_le_bytes());
+        match a.send(N2, 1, &p) {
+            Ok(()) => accepted += 1,
+            Err(SendError::Full { peer }) => {
+                assert_eq!(peer, N2);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            accepted < 1000,
+            "a 4 KiB ring cannot hold 1000 frames of 200 B"
+        );
+    }
+    // Still full: nothing was consumed.
+    assert_eq!(a.send(N2, 1, &payload), Err(SendError::Full { peer: N2 }));
+    let (mut ga, mut gb) = (Got::default(), Got::default());
+    recv_all(&mut b, &mut gb);
+    let seqs: Vec<u32> = gb
+        .frames
+        .iter()
+        .map(|(_, _, p)| u32::from_le_bytes(p[..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..accepted).collect::<Vec<_>>(),
+        "every accepted frame, once, in order"
+    );
+    pump_until(&mut a, &mut b, &mut ga, &mut gb, |ga, _| {
+        ga.events.contains(&LinkEvent::Writable { peer: N2 })
+    });
+    a.send(N2, 1, &payload).unwrap();
+}
+
+#[test]
+fn large_messages_are_fragmented_and_reassembled() {
+    let (_d, mut a, mut b) = pair(1 << 14);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    a.send_batch(
+        N2,
+        &[
+            OutFrame {
+                kind: 3,
+                payload: b"before",
+            },
+            OutFrame {
+                kind: 9,
+                payload: &big,
+            },
+            OutFrame {
+                kind: 4,
+                payload: b"after",
+            },
+        ],
+    )
+    .unwrap();
+    // While the remainder is buffered, further sends are refused, not interleaved.
+    assert_eq!(a.send(N2, 1, b"x"), Err(SendError::Full { peer: N2 }));
+    let (mut ga, mut gb) = (Got::default(), Got::default());
+    pump_until(&mut a, &mut b, &mut ga, &mut gb, |_, gb| {
+        gb.frames.len() >= 3
+    });
+    assert_eq!(gb.frames[0], (N1, 3, b"before".to_vec()));
+    assert_eq!(gb.frames[1], (N1, 9, big));
+    assert_eq!(gb.frames[2], (N1, 4, b"after".to_vec()));
+}
+
+#[test]
+fn oversized_unknown_and_down_peers_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path(), 4096);
+    c.max_message_bytes = 1000;
+    let mut a = Transport::node(c, 1, &[1, 2]).unwrap();
+    assert_eq!(
+        a.send(N2, 1, &[0; 1001]),
+        Err(SendError::TooLarge {
+            peer: N2,
+            bytes: 1001,
+            max: 1000
+        })
+    );
+    assert_eq!(
+        a.send(Endpoint::Node(5), 1, b"x"),
+        Err(SendError::UnknownPeer {
+            peer: Endpoint::Node(5)
+        })
+    );
+    // Node 2 never started: its FIFO does not exist.
+    assert_eq!(a.send(N2, 1, b"x"), Err(SendError::PeerDown { peer: N2 }));
+}
+
+#[test]
+fn no_wake_up_syscalls_while_the_receiver_is_awake() {
+    let (_d, mut a, mut b) = pair(1 << 16);
+    let mut gb = Got::default();
+    let base = a.stats().wake_writes;
+    for i in 0..1000u32 {
+        while a.send(N2, 1, &i.to_le_bytes()).is_err() {
+            recv_all(&mut b, &mut gb);
+        }
+        if i % 10 == 0 {
+            recv_all(&mut b, &mut gb);
+        }
+    }
+    recv_all(&mut b, &mut gb);
+    assert_eq!(gb.frames.len(), 1000);
+    // b never parked, so a never wrote to b's FIFO.
+    assert_eq!(a.stats().wake_writes, base);
+    // Once b parks, a's next publish wakes it: exactly one write for the park.
+    assert!(b.before_poll());
+    a.send(N2, 1, b"one").unwrap();
+    a.send(N2, 1, b"two").unwrap();
+    assert_eq!(a.stats().wake_writes, base + 1);
+    b.after_poll();
+    recv_all(&mut b, &mut gb);
+    assert_eq!(gb.frames.len(), 1002);
+}
+
+#[test]
+fn blocked_links_drop_both_ways() {
+    let (_d, mut a, mut b) = pair(1 << 14);
+    a.set_blocked(N2, true);
+    a.send(N2, 1, b"dropped").unwrap();
+    let mut gb = Got::default();
+    recv_all(&mut b, &mut gb);
+    assert!(gb.frames.is_empty());
+    b.send(N1, 1, b"also dropped").unwrap();
+    let mut ga = Got::default();
+    recv_all(&mut a, &mut ga);
+    assert!(ga.frames.is_empty());
+    a.set_blocked(N2, false);
+    a.send(N2, 1, b"through").unwrap();
+    recv_all(&mut b, &mut gb);
+    assert_eq!(gb.frames, vec![(N1, 1, b"through".to_vec())]);
+    assert_eq!(a.stats().dropped_blocked, 2);
+}
+
+#[test]
+fn a_ring_from_another_cluster_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut other = cfg(dir.path(), 4096);
+    other.cluster_id = 99;
+    let _b = Transport::node(other, 2, &[1, 2]).unwrap();
+    let mut a = Transport::node(cfg(dir.path(), 4096), 1, &[1, 2]).unwrap();
+    let mut ga = Got::default();
+    recv_all(&mut a, &mut ga);
+    assert!(
+        ga.events.iter().any(|e| matches!(
+            e,
+            LinkEvent::Rejected { peer, reason: HeaderError::WrongCluster { found: 99, expected: 7 } } if *peer == N2
+        )),
+        "{ga:?}"
+    );
+    assert_eq!(a.stats().rejected, 1);
+}
+
+#[test]
+fn garbage_published_into_a_ring_resets_the_link_without_panic() {
+    let (d, mut a, mut b) = pair(4096);
+    a.send(N2, 1, b"good").unwrap();
+    let mut gb = Got::default();
+    recv_all(&mut b, &mut gb);
+    assert_eq!(gb.frames.len(), 1);
+    // A stray process scribbles a frame-sized blob after the tail and publishes it.
+    let path = d.path().join("rt").join(ring_file_name(N1, N2));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut tail = [0u8; 8];
+    f.read_exact_at(&mut tail, 128).unwrap();
+    let tail = u64::from_le_bytes(tail);
+    f.write_all_at(&[0x5a; 64], RING_DATA_OFFSET as u64 + (tail % 4096))
+        .unwrap();
+    f.write_all_at(&(tail + 64).to_le_bytes(), 128).unwrap();
+    recv_all(&mut b, &mut gb);
+    assert_eq!(gb.frames.len(), 1, "garbage must not be delivered");
+    assert!(
+        gb.events
+            .iter()
+            .any(|e| matches!(e, LinkEvent::Reset { peer, .. } if *peer == N1))
+    );
+    // The writer's real tail is now behind the reader's head: the reader flags the ring broken,
+    // the writer recreates it, the reader re-attaches, and traffic flows again.
+    let mut ga = Got::default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0u32;
+    while !gb.frames.iter().any(|(_, k, _)| *k == 2) {
+        assert!(Instant::now() < deadline, "link never recovered: {gb:?}");
+        let _ = a.send(N2, 2, &n.to_le_bytes());
+        n += 1;
+        a.maintain();
+        b.maintain();
+        recv_all(&mut a, &mut ga);
+        recv_all(&mut b, &mut gb);
+        a.wait(Some(Duration::from_millis(1))).unwrap();
+    }
+    assert!(gb.frames.iter().all(|(_, k, _)| *k == 1 || *k == 2));
+}
+
+#[test]
+fn garbage_on_the_wake_fifo_is_logged_and_discarded() {
+    let (d, mut a, mut b) = pair(4096);
+    let fifo = d.path().join("rt").join(shmraft_ipc::fifo_file_name(N2));
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    std::io::Write::write_all(&mut w, b"not a wake-up record!").unwrap();
+    assert!(b.before_poll());
+    b.after_poll();
+    assert_eq!(b.stats().resets, 1);
+    a.send(N2, 1, b"still fine").unwrap();
+    let mut gb = Got::default();
+    recv_all(&mut b, &mut gb);
+    assert_eq!(gb.frames, vec![(N1, 1, b"still fine".to_vec())]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes in a ring's data area and index words never panic the reader and never
+    /// come out as frames (fault-matrix C10).
+    #[test]
+    fn random_ring_contents_never_panic_or_deliver(
+        data in proptest::collection::vec(any::<u8>(), 0..600),
+        at in 0u64..4096,
+        tail_delta in any::<u64>(),
+    ) {
+        let (d, _a, mut b) = pair(4096);
+        let path = d.path().join("rt").join(ring_file_name(N1, N2));
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let off = at.min(4096 - data.len() as u64);
+        f.write_all_at(&data, RING_DATA_OFFSET as u64 + off).unwrap();
+        f.write_all_at(&(tail_delta % 8192).to_le_bytes(), 128).unwrap();
+        let mut gb = Got::default();
+        recv_all(&mut b, &mut gb);
+        recv_all(&mut b, &mut gb);
+        prop_assert!(gb.frames.is_empty());
+    }
+
+    /// The ring header decoder accepts exactly what the encoder produces and never panics.
+    #[test]
+    fn header_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = RingHeader::decode(&bytes);
+    }
+
+    #[test]
+    fn header_round_trips(cap_log in 12u32..30, cluster in any::<u64>(), pid in 1u32..1_000_000, epoch in 1u64.., id in any::<u32>()) {
+        let h = RingHeader {
+            capacity: 1 << cap_log,
+            cluster_id: cluster,
+            from: Endpoint::Node(id),
+            to: Endpoint::Client(id ^ 1),
+            writer_pid: pid,
+            writer_epoch: epoch,
+            created_unix_ns: 5,
+        };
+        prop_assert_eq!(RingHeader::decode(&h.encode()), Ok(h));
+        let mut bad = h.encode();
+        bad[20] ^= 1;
+        prop_assert!(RingHeader::decode(&bad).is_err());
+    }
+}
