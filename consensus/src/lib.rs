@@ -2,8 +2,12 @@
 //! seeded simulator and linearizability checker that test it.
 #![forbid(unsafe_code)]
 
+pub mod kv;
+pub mod session;
 pub mod state_machine;
 pub mod types;
 
+pub use kv::{KvCommand, KvResult, KvStateMachine};
+pub use session::{ClientRequest, SessionConfig, SessionResult, Sessions};
 pub use state_machine::StateMachine;
 pub use types::{Index, NodeId, Term};
