@@ -70,10 +70,14 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod history;
+pub mod kv;
+pub mod lincheck;
 pub mod log_store;
 pub mod message;
 pub mod progress;
 pub mod raft;
+pub mod session;
 pub mod sim;
 pub mod state_machine;
 pub mod types;
@@ -81,6 +85,11 @@ pub mod types;
 #[cfg(feature = "bug-seeding")]
 pub use config::BugSwitches;
 pub use config::{Config, ConfigError, ReadMode};
+pub use history::{HistoryWriter, OpKind, Operation, read_history_file};
+pub use kv::{KvCommand, KvResult, KvStateMachine};
+pub use lincheck::{
+    CheckOutcome, CheckReport, CheckedFile, Violation, check_history, check_history_file,
+};
 pub use log_store::{LogError, LogStore, MemLogStore};
 pub use message::{
     CodecError, Entry, EntryKind, HardState, Membership, Message, MessageBody, Payload,
@@ -90,5 +99,6 @@ pub use raft::{
     InitError, Persist, ProposalId, ProposeError, Raft, ReadError, ReadState, Ready, RoleKind,
     SnapshotChunk, Status, StepError, TransferError,
 };
+pub use session::{ClientRequest, SessionConfig, SessionResult, Sessions};
 pub use state_machine::StateMachine;
 pub use types::{Index, NodeId, Term};
