@@ -75,6 +75,7 @@ pub mod kv;
 pub mod lincheck;
 pub mod log_store;
 pub mod message;
+pub mod node;
 pub mod progress;
 pub mod raft;
 pub mod session;

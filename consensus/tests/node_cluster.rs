@@ -1,0 +1,191 @@
+//! The node driver end to end, in one process: three nodes on threads, each with its own data
+//! directory and transport endpoints in one runtime directory, and a client. (Multi-process
+//! versions live in the root tests/.)
+
+use shmraft_consensus::node::client::{Client, ClientConfig};
+use shmraft_consensus::node::status::read_status_file;
+use shmraft_consensus::node::{Node, NodeConfig};
+use shmraft_consensus::{KvStateMachine, NodeId};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Result<(), String>>,
+}
+
+fn config(id: u64, root: &Path, runtime: &Path, policy: &str) -> NodeConfig {
+    let mut c = NodeConfig::new(
+        NodeId(id),
+        vec![NodeId(1), NodeId(2), NodeId(3)],
+        root.join(format!("node{id}")),
+        runtime,
+    );
+    c.fsync_policy = policy.parse().unwrap();
+    c.segment_bytes = 1 << 20;
+    c.ring_bytes = 1 << 18;
+    c.election_timeout_ms = (100, 200);
+    c.snapshot_entries = 200;
+    c.compaction_retain_entries = 10;
+    c.status_interval_ms = Some(20);
+    c
+}
+
+fn start(cfg: NodeConfig) -> Running {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let node = Node::open(cfg, KvStateMachine::new()).map_err(|e| e.to_string())?;
+        node.run(&s).map_err(|e| e.to_string())
+    });
+    Running { stop, handle }
+}
+
+fn stop(r: Running) {
+    r.stop.store(true, Ordering::Relaxed);
+    r.handle.join().unwrap().unwrap();
+}
+
+fn wait_until(what: &str, deadline_s: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(deadline_s);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn leader_of(root: &Path) -> Option<u64> {
+    let mut leaders = Vec::new();
+    for id in 1..=3 {
+        if let Ok(Some(s)) = read_status_file(&root.join(format!("node{id}"))) {
+            if s.role == "leader" {
+                leaders.push((s.term, id));
+            }
+        }
+    }
+    leaders.sort();
+    leaders.last().map(|&(_, id)| id)
+}
+
+fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    let runtime = tmp.path().join("run");
+    (tmp, root, runtime)
+}
+
+#[test]
+fn three_nodes_elect_replicate_read_and_survive_a_leader_stop() {
+    let (_tmp, root, runtime) = dirs();
+    let mut nodes: Vec<Option<Running>> = (1..=3)
+        .map(|id| Some(start(config(id, &root, &runtime, "always"))))
+        .collect();
+    let mut client = Client::new(ClientConfig::new(
+        &runtime,
+        1,
+        vec![NodeId(1), NodeId(2), NodeId(3)],
+    ))
+    .unwrap();
+    let t = Duration::from_secs(10);
+    for i in 0..300u32 {
+        client
+            .put(
+                format!("k{}", i % 17).as_bytes(),
+                format!("v{i}").as_bytes(),
+                t,
+            )
+            .unwrap();
+    }
+    client.append(b"log", b"a", t).unwrap();
+    client.append(b"log", b"b", t).unwrap();
+    assert_eq!(client.get(b"log", t).unwrap(), b"ab");
+    assert_eq!(client.get(b"k3", t).unwrap(), b"v292");
+    assert_eq!(client.get(b"never-written", t).unwrap(), b"");
+
+    // Stop the leader; the others elect a new one and keep serving.
+    wait_until("a leader in the status files", 10, || {
+        leader_of(&root).is_some()
+    });
+    let old = leader_of(&root).unwrap();
+    stop(nodes[old as usize - 1].take().unwrap());
+    for i in 0..50u32 {
+        client.put(b"after", format!("{i}").as_bytes(), t).unwrap();
+    }
+    assert_eq!(client.get(b"after", t).unwrap(), b"49");
+
+    // Restart the old leader: it catches up (by snapshot: 350 entries > 200 per snapshot).
+    nodes[old as usize - 1] = Some(start(config(old, &root, &runtime, "always")));
+    let target = {
+        let st = read_status_file(&root.join(format!("node{}", (old % 3) + 1)))
+            .unwrap()
+            .unwrap();
+        st.applied_index
+    };
+    wait_until("the restarted node to catch up", 20, || {
+        read_status_file(&root.join(format!("node{old}")))
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.applied_index >= target)
+    });
+    // Equal digests once everyone applied the same prefix.
+    client.put(b"final", b"x", t).unwrap();
+    let want = client.get(b"final", t).unwrap();
+    assert_eq!(want, b"x");
+    wait_until("equal digests on all nodes", 20, || {
+        let s: Vec<_> = (1..=3)
+            .map(|id| {
+                read_status_file(&root.join(format!("node{id}")))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        s.iter()
+            .all(|x| x.applied_index == s[0].applied_index && x.digest == s[0].digest)
+    });
+    for n in nodes.into_iter().flatten() {
+        stop(n);
+    }
+    // Clean shutdown leaves only what the client itself still holds in the runtime directory.
+    drop(client);
+}
+
+#[test]
+fn a_write_retried_after_a_lost_answer_is_applied_once() {
+    let (_tmp, root, runtime) = dirs();
+    let nodes: Vec<Running> = (1..=3)
+        .map(|id| start(config(id, &root, &runtime, "batch")))
+        .collect();
+    let mut client = Client::new(ClientConfig::new(
+        &runtime,
+        1,
+        vec![NodeId(1), NodeId(2), NodeId(3)],
+    ))
+    .unwrap();
+    let t = Duration::from_secs(10);
+    client.append(b"x", b"1", t).unwrap();
+    // The same session and sequence number again, as a retry after a lost answer would send:
+    // the session returns the first result and the append is not applied twice.
+    let cmd = shmraft_consensus::KvCommand::Append {
+        key: b"x".to_vec(),
+        value: b"2".to_vec(),
+    }
+    .encode()
+    .unwrap();
+    let (id, seq) = (client.client_id(), client.next_seq());
+    let r1 = client.write(&cmd, t).unwrap();
+    let mut retry = Client::resume(
+        ClientConfig::new(&runtime, 1, vec![NodeId(1), NodeId(2), NodeId(3)]),
+        id,
+        seq,
+    )
+    .unwrap();
+    let r2 = retry.write(&cmd, t).unwrap();
+    assert_eq!(r1, r2, "the retry returns the original result");
+    assert_eq!(client.get(b"x", t).unwrap(), b"12");
+    for n in nodes {
+        stop(n);
+    }
+}
