@@ -2,16 +2,72 @@
 //! facade package are thin wrappers around [`shmraft_main`] and [`raft_dump_main`].
 #![forbid(unsafe_code)]
 
+pub mod cluster;
+pub mod cluster_file;
+pub mod kv_cmd;
+pub mod nemesis;
+pub mod node_cmd;
+pub mod status_cmd;
+
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+/// shmraft: a persistent Raft consensus engine whose nodes are separate processes on one host.
+#[derive(Parser, Debug)]
+#[command(name = "shmraft", version, about, long_about = None)]
+pub struct ShmraftCli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `shmraft`.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a cluster of node processes in the foreground (Ctrl-C stops it cleanly).
+    Cluster(cluster::ClusterArgs),
+    /// Run one node of a cluster (normally spawned by `shmraft cluster`).
+    Node(node_cmd::NodeArgs),
+    /// Key-value operations: put, get, append, delete.
+    Kv(kv_cmd::KvArgs),
+    /// Show every node's role, term, indexes and log size.
+    Status(status_cmd::StatusArgs),
+    /// Break a running cluster on purpose: kill, pause, power cut, partition, ...
+    Nemesis(nemesis::NemesisArgs),
+}
 
 /// Entry point of the `shmraft` command.
 pub fn shmraft_main() -> ExitCode {
-    eprintln!("shmraft: no subcommands yet");
-    ExitCode::from(2)
+    let cli = match ShmraftCli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Cluster(a) => cluster::run(&a),
+        Command::Node(a) => node_cmd::run(&a),
+        Command::Kv(a) => kv_cmd::run(&a),
+        Command::Status(a) => status_cmd::run(&a),
+        Command::Nemesis(a) => nemesis::run(&a),
+    }
 }
 
 /// Entry point of the `raft-dump` log inspector.
 pub fn raft_dump_main() -> ExitCode {
     eprintln!("raft-dump: not built yet");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::ShmraftCli::command().debug_assert();
+    }
 }

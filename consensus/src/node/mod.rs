@@ -22,6 +22,7 @@
 //! fix that.
 
 pub mod client;
+pub mod partition;
 pub mod status;
 pub mod store;
 pub mod wire;
@@ -81,6 +82,9 @@ pub struct NodeConfig {
     pub read_timeout_ms: u64,
     /// Where and how often the status file is written (None: never).
     pub status_interval_ms: Option<u64>,
+    /// A drop-matrix file (see [`partition`]) the node re-reads when it changes, so a nemesis
+    /// can partition the cluster, one-way links included, without restarting anything.
+    pub partition_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -110,6 +114,7 @@ impl NodeConfig {
             sessions: SessionConfig::default(),
             read_timeout_ms: 2000,
             status_interval_ms: Some(100),
+            partition_file: None,
         }
     }
 
@@ -209,6 +214,8 @@ pub struct Node<S: StateMachine> {
     last_role: RoleKind,
     started: Instant,
     wall_ms_at_start: u64,
+    /// Modification time of the partition file when last applied.
+    partition_seen: Option<SystemTime>,
 }
 
 impl<S: StateMachine> std::fmt::Debug for Node<S> {
@@ -271,6 +278,7 @@ impl<S: StateMachine> Node<S> {
             counters: NodeCounters::default(),
             started: Instant::now(),
             wall_ms_at_start: wall_ms(),
+            partition_seen: None,
             cfg,
         })
     }
@@ -356,6 +364,7 @@ impl<S: StateMachine> Node<S> {
             }
             *next_tick = now + tick;
             self.expire_reads(now);
+            self.apply_partition_file();
         }
         self.drain_ready()?;
         self.complete_persists()?;
@@ -815,6 +824,39 @@ impl<S: StateMachine> Node<S> {
             // The client is gone or slow; it will time out and retry (exactly-once sessions).
             tracing::debug!(%client, error = %e, "response not delivered");
         }
+    }
+
+    /// Re-reads the partition file if it changed and blocks the links it names (both
+    /// directions are enforced by each end: a sender drops what it may not send, a receiver what
+    /// it may not receive).
+    fn apply_partition_file(&mut self) {
+        let Some(path) = self.cfg.partition_file.as_ref() else {
+            return;
+        };
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if mtime == self.partition_seen {
+            return;
+        }
+        self.partition_seen = mtime;
+        let matrix = match partition::read_partition_file(path) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable partition file");
+                return;
+            }
+        };
+        let me = self.cfg.id.get();
+        for v in self.cfg.voters.clone() {
+            let peer = v.get();
+            if peer == me {
+                continue;
+            }
+            let send = matrix.is_blocked(me, peer);
+            let recv = matrix.is_blocked(peer, me);
+            self.transport
+                .set_blocked_directions(Endpoint::Node(peer as u32), send, recv);
+        }
+        tracing::info!(id = me, blocked = ?matrix.blocked, "partition matrix applied");
     }
 
     /// The node's status, as written to the status file and answered to status requests.

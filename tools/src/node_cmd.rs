@@ -1,0 +1,87 @@
+//! `shmraft node --dir D --id I`: one node process (spawned by `shmraft cluster`, or by hand)
+//! running the built-in key-value state machine.
+
+use crate::cluster_file::{ClusterFile, PID_FILE_NAME};
+use shmraft_consensus::KvStateMachine;
+use shmraft_consensus::node::Node;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Run one node of the cluster in D.
+#[derive(clap::Args, Debug)]
+pub struct NodeArgs {
+    /// The cluster directory (holds cluster.json).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// This node's id (as listed in cluster.json).
+    #[arg(long)]
+    pub id: u64,
+}
+
+/// Logs go to stderr, filtered by RUST_LOG (default: info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(a: &NodeArgs) -> ExitCode {
+    init_logging();
+    let cf = match ClusterFile::load(&a.dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shmraft node: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = match cf.node_config(&a.dir, a.id) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shmraft node: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("shmraft node: cannot install a handler for signal {sig}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let data_dir = cfg.data_dir.clone();
+    let node = match Node::open(cfg, KvStateMachine::new()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("shmraft node {}: cannot start: {e}", a.id);
+            return ExitCode::from(1);
+        }
+    };
+    // Written after the data directory is locked and recovered, so a pid file names a node
+    // that owns its directory.
+    let pid_file = data_dir.join(PID_FILE_NAME);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        eprintln!(
+            "shmraft node {}: cannot write {}: {e}",
+            a.id,
+            pid_file.display()
+        );
+        return ExitCode::from(1);
+    }
+    let r = node.run(&stop);
+    let _ = std::fs::remove_file(&pid_file);
+    match r {
+        Ok(()) => {
+            tracing::info!(id = a.id, "node stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shmraft node {}: stopped: {e}", a.id);
+            ExitCode::from(1)
+        }
+    }
+}
