@@ -42,6 +42,10 @@ pub struct ClusterArgs {
     /// Restart nodes that exit on their own.
     #[arg(long)]
     pub restart: bool,
+    /// Stop the cluster cleanly when the process that started this supervisor exits (for test
+    /// harnesses and scripts: a killed harness leaves no cluster running).
+    #[arg(long)]
+    pub exit_with_parent: bool,
 }
 
 /// Creates `dir/cluster.json` for these settings, keeping the cluster id (and so the data) of an
@@ -160,6 +164,39 @@ pub fn stop_all(cf: &ClusterFile, children: &mut HashMap<u64, Child>, grace: Dur
     let _ = std::fs::remove_dir(&cf.runtime_dir);
 }
 
+/// Sweeps every cluster runtime directory beside ours (ipc rule 8): files whose owner died
+/// (a crashed cluster, a killed test) are removed, and directories left empty are deleted.
+/// Files of live processes, of any cluster, are left alone.
+pub fn sweep_stale_runtime_dirs() {
+    let probe = shmraft_ipc::default_runtime_dir("probe");
+    let Some(parent) = probe.parent() else { return };
+    let Some(prefix) = probe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix("probe"))
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let is_ours = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&prefix));
+        if is_ours && p.is_dir() {
+            match shmraft_ipc::sweep(&p) {
+                Ok(r) => tracing::debug!(dir = %p.display(), report = ?r, "swept"),
+                Err(e) => tracing::debug!(dir = %p.display(), error = %e, "cannot sweep"),
+            }
+            let _ = std::fs::remove_dir(&p); // only succeeds when empty
+        }
+    }
+}
+
 pub fn run(a: &ClusterArgs) -> ExitCode {
     crate::node_cmd::init_logging();
     let cf = match prepare(a) {
@@ -177,9 +214,7 @@ pub fn run(a: &ClusterArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    if let Ok(r) = shmraft_ipc::sweep(&cf.runtime_dir) {
-        tracing::debug!(report = ?r, "swept stale runtime files");
-    }
+    sweep_stale_runtime_dirs();
     let mut children: HashMap<u64, Child> = HashMap::new();
     for n in &cf.nodes {
         if let Some(pid) = live_node_pid(&n.data_dir) {
@@ -211,10 +246,15 @@ pub fn run(a: &ClusterArgs) -> ExitCode {
         dir.display(),
         cf.fsync
     );
+    let parent_at_start = nix::unistd::getppid();
     let mut last_leader: Option<(u64, u64)> = None;
     let mut restart_at: HashMap<u64, Instant> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if a.exit_with_parent && nix::unistd::getppid() != parent_at_start {
+            println!("the parent process exited");
+            break;
+        }
         let ids: Vec<u64> = children.keys().copied().collect();
         for id in ids {
             let Some(c) = children.get_mut(&id) else {

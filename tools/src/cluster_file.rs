@@ -9,6 +9,7 @@
 //! | `partition.json` | the nemesis drop matrix (absent: no partition) |
 //! | `node<I>/` | node I's data directory (WAL, hard state, snapshots, `status.json`, `node.pid`) |
 //! | `logs/node-<I>.log` | node I's log output |
+//! | `node<I>.initialized` | node I has run: an empty `node<I>/` then means lost state (C5) |
 //! | `hold-<I>` | while present, the supervisor does not restart node I (a nemesis is at work) |
 //!
 //! Rings and FIFOs live in the runtime directory named in the file (under /dev/shm).
@@ -142,6 +143,11 @@ pub fn live_node_pid(data_dir: &Path) -> Option<u32> {
     let s = std::fs::read_to_string(data_dir.join(PID_FILE_NAME)).ok()?;
     let pid: u32 = s.trim().parse().ok()?;
     pid_alive(pid).then_some(pid)
+}
+
+/// Path of the marker saying node `id` has run (and so has state that must not vanish).
+pub fn initialized_marker(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node{id}.initialized"))
 }
 
 /// Path of the marker that keeps the supervisor from restarting node `id`.

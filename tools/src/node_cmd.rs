@@ -54,6 +54,25 @@ pub fn run(a: &NodeArgs) -> ExitCode {
         }
     }
     let data_dir = cfg.data_dir.clone();
+    // Fault-matrix C5: a node that has run before but finds its data directory gone or empty
+    // lost its term, its vote and its log. Starting it as a fresh node could let it vote twice
+    // in one term or help elect a leader missing committed entries, so refuse, and say why.
+    let marker = crate::cluster_file::initialized_marker(&a.dir, a.id);
+    let empty = std::fs::read_dir(&data_dir).map_or(true, |mut d| d.next().is_none());
+    if marker.exists() && empty {
+        eprintln!(
+            "shmraft node {}: refusing to start: this node has run before (see {}) but its data \
+             directory {} is missing or empty, so its term, vote and log are lost. A node that \
+             forgot its vote could vote twice in one term and break Raft's safety. Restore the \
+             directory from a copy, or replace the node: stop the cluster, remove {} and the \
+             directory, and start it as a new member only if no other node is missing data.",
+            a.id,
+            marker.display(),
+            data_dir.display(),
+            marker.display()
+        );
+        return ExitCode::from(1);
+    }
     let node = match Node::open(cfg, KvStateMachine::new()) {
         Ok(n) => n,
         Err(e) => {
@@ -63,6 +82,16 @@ pub fn run(a: &NodeArgs) -> ExitCode {
     };
     // Written after the data directory is locked and recovered, so a pid file names a node
     // that owns its directory.
+    if !marker.exists() {
+        if let Err(e) = std::fs::write(&marker, b"") {
+            eprintln!(
+                "shmraft node {}: cannot write {}: {e}",
+                a.id,
+                marker.display()
+            );
+            return ExitCode::from(1);
+        }
+    }
     let pid_file = data_dir.join(PID_FILE_NAME);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
         eprintln!(
