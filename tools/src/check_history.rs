@@ -7,7 +7,9 @@
 
 use clap::Args;
 use serde_json::json;
-use shmraft_consensus::lincheck::{CheckFileError, CheckOutcome, CheckedFile, check_history_file};
+use shmraft_consensus::lincheck::{
+    CheckFileError, CheckOutcome, CheckedFile, GiveUp, check_history_file,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -53,7 +55,7 @@ pub fn run(args: &CheckHistoryArgs) -> ExitCode {
     }
     ExitCode::from(match checked.report.outcome {
         CheckOutcome::Linearizable => EXIT_LINEARIZABLE,
-        CheckOutcome::NotLinearizable(_) | CheckOutcome::Timeout { .. } => {
+        CheckOutcome::NotLinearizable(_) | CheckOutcome::Unknown { .. } => {
             EXIT_NOT_LINEARIZABLE_OR_UNKNOWN
         }
     })
@@ -88,11 +90,19 @@ pub fn report_text(args: &CheckHistoryArgs, checked: &CheckedFile) -> String {
                 ));
             }
         }
-        CheckOutcome::Timeout { keys } => {
+        CheckOutcome::Unknown { keys, reason } => {
+            let hint = match reason {
+                GiveUp::Timeout => format!(
+                    "it timed out (--timeout-s {}); rerun with a larger limit",
+                    args.timeout_s
+                ),
+                GiveUp::MemoryLimit => "its memory budget ran out: too many operations on one key \
+                                        overlap in time for an exhaustive search"
+                    .to_owned(),
+            };
             out.push_str(&format!(
-                "outcome: UNKNOWN: the checker timed out after {} s on {} key(s) ({}); no \
-                 violation was found in the keys it finished; rerun with a larger --timeout-s\n",
-                args.timeout_s,
+                "outcome: UNKNOWN (not checked, NOT a pass): the checker gave up on {} key(s) \
+                 ({}): {hint}; no violation was found in the keys it finished\n",
                 keys.len(),
                 preview(keys)
             ));
@@ -133,10 +143,13 @@ pub fn report_json(args: &CheckHistoryArgs, checked: &CheckedFile) -> serde_json
                     .collect::<Vec<_>>()
             );
         }
-        CheckOutcome::Timeout { keys } => {
-            v["outcome"] = json!("timeout");
+        CheckOutcome::Unknown { keys, reason } => {
+            v["outcome"] = json!(match reason {
+                GiveUp::Timeout => "timeout",
+                GiveUp::MemoryLimit => "memory_limit",
+            });
             v["timeout_s"] = json!(args.timeout_s);
-            v["timed_out_keys"] = json!(keys);
+            v["unfinished_keys"] = json!(keys);
         }
     }
     v
