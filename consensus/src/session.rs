@@ -1070,6 +1070,33 @@ mod tests {
             let _ = sm.restore(&mut bytes.as_slice());
         }
 
+        /// A mutated or truncated snapshot image never panics the restore, and a refused image
+        /// leaves the state as it was.
+        #[test]
+        fn mutated_snapshot_images_never_panic(
+            ops in proptest::collection::vec((0u64..4, 1u64..5, 1u64..3), 1..20),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+            cut in 0usize..3,
+        ) {
+            let mut h = Harness::new(SessionConfig::default());
+            for (i, &(client, seq, acked)) in ops.iter().enumerate() {
+                h.apply(&request(client, seq, acked, i as u64, append("v")));
+            }
+            let mut image = Vec::new();
+            h.sm.snapshot(&mut image).unwrap();
+            for (at, x) in flips {
+                let at = at.index(image.len());
+                image[at] ^= x;
+            }
+            image.truncate(image.len() - cut);
+            let mut target = Harness::new(SessionConfig::default());
+            target.apply(&request(99, 1, 1, 0, append("w")));
+            let before = target.sm.digest();
+            if target.sm.restore(&mut image.as_slice()).is_err() {
+                prop_assert_eq!(target.sm.digest(), before);
+            }
+        }
+
         /// Random interleavings of retries: every (client, seq) takes effect exactly once, and a
         /// replica that restores a snapshot taken midway ends in the same state.
         #[test]
