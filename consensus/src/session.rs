@@ -772,6 +772,28 @@ pub fn pretty(command: &[u8], inner: impl Fn(&[u8]) -> String) -> String {
     }
 }
 
+/// A one-line rendering of a sessions result, with `inner` rendering the wrapped result (e.g.
+/// [`crate::kv::pretty_result`]).
+pub fn pretty_result(result: &[u8], inner: impl Fn(&[u8]) -> String) -> String {
+    match SessionResult::decode(result) {
+        Ok(SessionResult::Applied(o)) => format!("applied: {}", inner(&o)),
+        Ok(SessionResult::Duplicate(o)) => format!("duplicate, original result: {}", inner(&o)),
+        Ok(SessionResult::SessionExpired) => "session expired (outcome unknown)".to_owned(),
+        Ok(SessionResult::ResultDiscarded {
+            seq,
+            first_unacked_seq,
+        }) => {
+            format!("result of seq {seq} discarded (client acknowledged below {first_unacked_seq})")
+        }
+        Ok(SessionResult::TooManyPending { limit }) => {
+            format!("not applied: {limit} results pending acknowledgement")
+        }
+        Ok(SessionResult::NoOp) => "no-op".to_owned(),
+        Ok(SessionResult::Malformed(m)) => format!("malformed command: {m}"),
+        Err(e) => format!("<not a session result ({} bytes): {e}>", result.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1010,6 +1032,11 @@ mod tests {
             r#"client 5 seq 6 (acked <2, t=9ms) append "k" += "x""#
         );
         assert_eq!(pretty(&[], crate::kv::pretty), "no-op");
+        let r = SessionResult::Duplicate(KvResult::Appended { new_len: 2 }.encode()).encode();
+        assert_eq!(
+            pretty_result(&r, crate::kv::pretty_result),
+            "duplicate, original result: appended, length 2"
+        );
     }
 
     fn arb_request() -> impl Strategy<Value = ClientRequest> {
@@ -1065,6 +1092,7 @@ mod tests {
             let _ = SessionCommand::decode(&bytes);
             let _ = SessionResult::decode(&bytes);
             let _ = pretty(&bytes, crate::kv::pretty);
+            let _ = pretty_result(&bytes, crate::kv::pretty_result);
             let mut sm = Sessions::new(KvStateMachine::new(), SessionConfig::default());
             let _ = sm.apply(Index(1), &bytes);
             let _ = sm.restore(&mut bytes.as_slice());
