@@ -26,7 +26,7 @@
 //!    list) unless the pair (set of linearized operations, state) was reached before (the memo
 //!    keeps 128-bit fingerprints of both); reaching a
 //!    return means that operation was not linearized in time, so the search backtracks to the last
-//!    choice. Two exact prunings on top:
+//!    choice. Three exact reductions on top:
 //!    - *Forced reads.* A pending get that returned the current value can be linearized first
 //!      without loss (moving it to the front of any linearization keeps it valid: it changes no
 //!      state, and everything that had to precede it already returned before it was called, so is
@@ -36,15 +36,19 @@
 //!      called before G returned can come before G; if none of them is a put whose value is a
 //!      prefix of G's output, the value after each step must be a prefix of G's output (appends
 //!      only extend it). This cuts the orders of concurrent appends that a later read rules out.
+//!    - *Dead values.* A value that no read's output starts with can never be read again (until
+//!      a put replaces it: appends keep it dead, reads fail on it), so all such values are one
+//!      state for the memo. This merges the orders of writes nobody read, the main source of
+//!      blow-up with many concurrent clients on one key.
 //!
 //!    A randomized test compares the checker with a brute-force oracle on thousands of tiny
 //!    histories, with repeated, overlapping and unique values.
 //! 5. **Outcomes.** Linearizable; not linearizable, with the first violating key (in key order);
 //!    or unknown, when the time budget or the memo's memory budget ran out, which is never
-//!    reported as linearizable. For a violation, a binary search over return times finds the
-//!    earliest return t such that the key's history as it stood at t (operations returning later
-//!    treated as pending) is not linearizable: the operation returning at t is the first that
-//!    cannot be explained. The report names it, the end of the longest linearization found for
+//!    reported as linearizable. For a violation, a search over return times (galloping from where
+//!    the search got stuck, then bisecting) finds the earliest return t such that the key's
+//!    history as it stood at t (operations returning later treated as pending) is not
+//!    linearizable: the operation returning at t is the first that cannot be explained. The report names it, the end of the longest linearization found for
 //!    that cut, the operation whose return the search could not get past, the reads that ruled
 //!    out the next steps and the operations pending with it.
 //!
@@ -52,16 +56,19 @@
 //!
 //! The search is exponential in the worst case (the problem is NP-complete). Cost grows with the
 //! number of operations on one key that overlap in time (clients × in-flight requests per
-//! client). Measured on generated histories (dev profile, 2-core machine): 10,000 operations
-//! with 8 clients over 100 keys, 0.01 s; 8 clients all on one key, 0.14 s; 12 clients all on one
-//! key, 3.5 s and 110 MB; 16 clients all on one key exhausts the default 1 GiB memo budget and
-//! the answer is "unknown". Spread load over keys (each key is checked separately). `ok:false`
-//! writes whose values are not unique and are observed stay pending to the end and make the
-//! search slower. The memo stores 128-bit fingerprints of (linearized set, state) (see
-//! `search`): a collision, about entries² / 2^129 likely, would skip a configuration as already
-//! explored. That can never make a bad history pass (a pass needs a complete linearization
-//! actually built step by step); at worst it could hide the one order that explains a good one.
-//! Timestamps must come from one monotonic clock; `call`/`return` ties count as overlapping.
+//! client). Measured on generated histories of 10,000 operations (5% unknown outcomes, dev
+//! profile, shared 2-core machine): 8 clients over 100 keys, 0.01 s; 8 clients all on one key,
+//! 0.13 s; 12 on one key, 0.3 s; 16 on one key, 1.5 s; 24 clients on one key (3,000 operations),
+//! 37 s; 32 on one key did not finish in 60 s. Proving a violation costs more than passing a
+//! good history (the search must exhaust the alternatives before the bad read, and again for the
+//! narrowing): one bad read in the middle of the 16-clients-on-one-key history took 15 s. Spread
+//! load over keys (each key is checked separately). `ok:false` writes whose values are not
+//! unique and are observed stay pending to the end and make the search slower. The memo stores
+//! 128-bit fingerprints of (linearized set, state) (see `search`): a collision, about
+//! entries² / 2^129 likely, would skip a configuration as already explored. That can never make
+//! a bad history pass (a pass needs a complete linearization actually built step by step); at
+//! worst it could hide the one order that explains a good one. Timestamps must come from one
+//! monotonic clock; `call`/`return` ties count as overlapping.
 
 use crate::history::{HistoryError, OpKind, Operation, read_history_file_with_lines};
 use std::collections::{BTreeMap, HashSet};
@@ -289,17 +296,47 @@ struct Event {
     is_call: bool,
 }
 
+/// The register's value as the search tracks it. `None` stands for every *dead* value: one that
+/// no read of the key returned a value starting with. From a dead value, appends keep it dead and
+/// every read fails, whatever the value is, so all dead values behave the same in every
+/// continuation and can share one memo entry. This merges the orders of writes that nobody
+/// read, which otherwise make the search exponential in the number of concurrent writes.
+type State = Option<String>;
+
+/// The outputs of a key's acknowledged reads, sorted, to tell live values from dead ones.
+struct Outputs(Vec<String>);
+
+impl Outputs {
+    fn new(outputs: impl Iterator<Item = String>) -> Self {
+        let mut v: Vec<String> = outputs.collect();
+        v.sort_unstable();
+        v.dedup();
+        Outputs(v)
+    }
+
+    /// Whether some read returned a value starting with `s`. The strings starting with `s` sort
+    /// contiguously from `s` itself, so only the first output not below `s` needs a look.
+    fn live(&self, s: &str) -> bool {
+        let i = self.0.partition_point(|o| o.as_str() < s);
+        self.0.get(i).is_some_and(|o| o.starts_with(s))
+    }
+
+    fn canonical(&self, s: String) -> State {
+        self.live(&s).then_some(s)
+    }
+}
+
 /// The register model: apply `op` to `state`, or `None` if the op is illegal there.
-fn step(state: &str, op: &Operation) -> Option<String> {
+fn step(state: &State, op: &Operation, outputs: &Outputs) -> Option<State> {
     match op.kind {
-        OpKind::Put => Some(op.value.clone()),
-        OpKind::Append => {
+        OpKind::Put => Some(outputs.canonical(op.value.clone())),
+        OpKind::Append => Some(state.as_ref().and_then(|state| {
             let mut s = String::with_capacity(state.len() + op.value.len());
             s.push_str(state);
             s.push_str(&op.value);
-            Some(s)
-        }
-        OpKind::Get => (op.output == state).then(|| state.to_owned()),
+            outputs.canonical(s)
+        })),
+        OpKind::Get => (state.as_deref() == Some(op.output.as_str())).then(|| state.clone()),
     }
 }
 
@@ -322,7 +359,7 @@ fn unobservable(op: &Operation, gets: &[&Operation]) -> bool {
 /// `new_state` (appends only extend the value). This prunes the orders of concurrent appends
 /// that a later read rules out, which otherwise make the search exponential.
 fn viable<'a>(
-    new_state: &str,
+    new_state: Option<&str>,
     at: usize,
     events: &[Event],
     next: &[usize],
@@ -345,8 +382,8 @@ fn viable<'a>(
             }
         } else if o.kind == OpKind::Get {
             // Every get in a search is acknowledged: `prepare` drops the others.
-            let ok =
-                o.output.starts_with(new_state) || puts.iter().any(|p| o.output.starts_with(p));
+            let ok = new_state.is_some_and(|s| o.output.starts_with(s))
+                || puts.iter().any(|p| o.output.starts_with(p));
             return if ok { Ok(()) } else { Err(e.op) };
         }
     }
@@ -483,26 +520,80 @@ fn check_key(
         .collect();
     returns.sort_unstable();
     returns.dedup();
+    let last = returns.len().saturating_sub(1);
+    // Where the search got stuck is a good guess for the first failing cut; failing cuts cost
+    // an exhaustive search and passing ones a greedy pass, so gallop from the guess (few
+    // failing probes) instead of bisecting the whole range.
+    let stuck_at = full[deepest.blocked].ret.unwrap_or(u64::MAX);
+    let guess = returns.partition_point(|&t| t < stuck_at).min(last);
+    let mut narrowest = (None, full, deepest);
     // Invariant: the cut at returns[hi] fails (the last one is the whole history); every cut
     // before returns[lo] passes.
-    let (mut lo, mut hi) = (0, returns.len().saturating_sub(1));
-    let mut narrowest = (None, full, deepest);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let cut = prepare(all, indices, Some(returns[mid]));
+    let (mut lo, mut hi) = (0, last);
+    let probe = |k: usize, narrowest: &mut (Option<u64>, Vec<LocalOp>, Deepest)| {
+        let cut = prepare(all, indices, Some(returns[k]));
         match search(all, &cut, deadline, max_memo_bytes) {
-            SearchOutcome::Linearizable => lo = mid + 1,
+            SearchOutcome::Linearizable => Some(false),
             SearchOutcome::Failed(d) => {
-                hi = mid;
-                narrowest = (Some(returns[mid]), cut, d);
+                if narrowest.0.is_none_or(|t| returns[k] < t) {
+                    *narrowest = (Some(returns[k]), cut, d);
+                }
+                Some(true)
             }
-            // Out of budget: explain the narrowest failing cut found so far.
-            SearchOutcome::GaveUp(_) => break,
+            SearchOutcome::GaveUp(_) => None,
+        }
+    };
+    let mut out_of_budget = false;
+    // Gallop to a bracket [lo, hi].
+    let mut step = 1;
+    // If the guess is the whole history, start just below it.
+    let mut k = if guess >= hi {
+        hi.saturating_sub(1)
+    } else {
+        guess
+    };
+    loop {
+        if k >= hi {
+            break;
+        }
+        match probe(k, &mut narrowest) {
+            Some(true) => {
+                hi = k;
+                if k == lo {
+                    break;
+                }
+                k = k.saturating_sub(step).max(lo);
+            }
+            Some(false) => {
+                lo = k + 1;
+                k = (k + step).min(hi);
+            }
+            None => {
+                out_of_budget = true;
+                break;
+            }
+        }
+        step *= 2;
+    }
+    // Bisect the bracket.
+    while !out_of_budget && lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match probe(mid, &mut narrowest) {
+            Some(true) => hi = mid,
+            Some(false) => lo = mid + 1,
+            None => out_of_budget = true,
         }
     }
+    // Out of budget: explain the narrowest failing cut found so far, without claiming it is the
+    // first.
     let (cutoff, local, deepest) = narrowest;
     let cutoff = cutoff.or(returns.last().copied());
-    explain(all, &local, deepest, if lo == hi { cutoff } else { None })
+    explain(
+        all,
+        &local,
+        deepest,
+        if out_of_budget { None } else { cutoff },
+    )
 }
 
 /// A 128-bit key for op `i`: splitmix64 of two distinct inputs, fixed across runs.
@@ -518,7 +609,7 @@ fn zobrist_key(i: u64) -> u128 {
 
 /// A 128-bit fingerprint of a state: two SipHash-1-3 runs with std's fixed default keys
 /// (`DefaultHasher::new`, not a randomly seeded `RandomState`), so runs are reproducible.
-fn fingerprint(state: &str) -> u128 {
+fn fingerprint(state: Option<&str>) -> u128 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let half = |salt: u8| {
         let mut h = DefaultHasher::new();
@@ -532,7 +623,7 @@ fn fingerprint(state: &str) -> u128 {
 /// One step of the search: which call was linearized, from which state.
 struct Choice {
     call: usize,
-    state_before: String,
+    state_before: State,
     /// A read that saw the current value: no other op needs trying in its place.
     forced: bool,
 }
@@ -620,7 +711,12 @@ fn search(
     // a table that has just doubled its capacity.
     let memo_entry_bytes = 2 * (std::mem::size_of::<(u128, u128)>() + 1);
     let mut memo_bytes = 0usize;
-    let mut state = String::new();
+    let outputs = Outputs::new(
+        (0..n)
+            .filter(|&l| op(l).kind == OpKind::Get)
+            .map(|l| op(l).output.clone()),
+    );
+    let mut state: State = outputs.canonical(String::new());
     // The choices made, in order.
     let mut stack: Vec<Choice> = Vec::new();
     let mut finite_remaining = (0..n).filter(|&l| finite(l)).count();
@@ -648,9 +744,9 @@ fn search(
         if e.is_call {
             let o = op(e.op);
             // A read that sees the current value can go first (module docs, point 4).
-            let forced = o.kind == OpKind::Get && o.output == state;
-            let candidate = step(&state, o).filter(|new_state| {
-                viable(new_state, entry, &events, &next, head, op)
+            let forced = o.kind == OpKind::Get && state.as_deref() == Some(o.output.as_str());
+            let candidate = step(&state, o, &outputs).filter(|new_state| {
+                viable(new_state.as_deref(), entry, &events, &next, head, op)
                     .map_err(|g| {
                         if !pruned_by.contains(&g) && pruned_by.len() < VIOLATION_READS {
                             pruned_by.push(g);
@@ -661,7 +757,7 @@ fn search(
             let mut explored_before = false;
             if let Some(new_state) = candidate {
                 linearized ^= op_keys[e.op];
-                if cache.insert((linearized, fingerprint(&new_state))) {
+                if cache.insert((linearized, fingerprint(new_state.as_deref()))) {
                     memo_bytes += memo_entry_bytes;
                     if memo_bytes > max_memo_bytes {
                         return SearchOutcome::GaveUp(GiveUp::MemoryLimit);
@@ -746,7 +842,7 @@ struct Deepest {
     /// The longest linearization found (local op indices, in order).
     order: Vec<usize>,
     /// The value after it.
-    state: String,
+    state: State,
     /// The op whose return was reached before it could be linearized.
     blocked: usize,
     /// Ops called (and not linearized) before that return.
@@ -794,11 +890,14 @@ fn explain(
     }
 
     let tail = &order[order.len().saturating_sub(VIOLATION_PREFIX_OPS)..];
+    let value = match &state {
+        Some(s) => format!("{s:?}"),
+        None => "a value that no read's output starts with".to_owned(),
+    };
     text.push_str(&format!(
-        "the longest linearization found covers {} of {} operations and leaves the value {:?}",
+        "the longest linearization found covers {} of {} operations and leaves {value}",
         order.len(),
         local.len(),
-        state
     ));
     if !tail.is_empty() {
         text.push_str("; it ends with:");
@@ -810,7 +909,7 @@ fn explain(
     text.push_str(&describe(blocked));
     involve(index(blocked));
     let blocked_op = &all[index(blocked)];
-    if blocked_op.kind == OpKind::Get && blocked_op.output != state {
+    if blocked_op.kind == OpKind::Get && state.as_deref() != Some(blocked_op.output.as_str()) {
         text.push_str(&format!(
             "\n  (no order of the operations pending with it makes the value {:?})",
             blocked_op.output

@@ -432,6 +432,27 @@ fn ten_thousand_operations_over_a_hundred_keys_with_eight_clients_check_lineariz
     assert_eq!(report.ops, 10_000);
 }
 
+#[test]
+fn sixteen_clients_on_one_key_check_within_a_small_memory_budget() {
+    // Without merging dead values this history exhausts a 1 GiB memo (measured); with it, a
+    // 64 MiB budget is plenty.
+    let g = Gen {
+        clients: 16,
+        keys: 1,
+        ops: 3000,
+        unknown_per_mille: 50,
+    };
+    let h = generate(11, &g);
+    let limits = CheckLimits {
+        timeout: None,
+        max_memo_bytes: 64 << 20,
+    };
+    assert_eq!(
+        check_history_with(&h, limits).unwrap().outcome,
+        CheckOutcome::Linearizable
+    );
+}
+
 /// Many concurrent appends and a concurrent put of "" (which defeats the prefix pruning), then a
 /// read no order can produce: the search has to try the orders.
 fn hard_history() -> Vec<Operation> {
