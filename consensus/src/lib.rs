@@ -12,7 +12,8 @@ pub mod types;
 pub use history::{HistoryWriter, OpKind, Operation, read_history_file};
 pub use kv::{KvCommand, KvResult, KvStateMachine};
 pub use lincheck::{
-    CheckOutcome, CheckReport, CheckedFile, Violation, check_history, check_history_file,
+    CheckLimits, CheckOutcome, CheckReport, CheckedFile, GiveUp, Violation, check_history,
+    check_history_file, check_history_file_with, check_history_with,
 };
 pub use session::{ClientRequest, SessionConfig, SessionResult, Sessions};
 pub use state_machine::StateMachine;

@@ -261,21 +261,36 @@ pub struct CheckedFile {
     pub report: CheckReport,
 }
 
-/// Reads and checks a history file.
+/// Reads and checks a history file with the default memory limit.
 pub fn check_history_file(
     path: &Path,
     timeout: Option<Duration>,
 ) -> Result<CheckedFile, CheckFileError> {
+    check_history_file_with(
+        path,
+        CheckLimits {
+            timeout,
+            ..CheckLimits::default()
+        },
+    )
+}
+
+/// Reads and checks a history file within `limits`.
+pub fn check_history_file_with(
+    path: &Path,
+    limits: CheckLimits,
+) -> Result<CheckedFile, CheckFileError> {
     let (lines, ops): (Vec<usize>, Vec<Operation>) =
         read_history_file_with_lines(path)?.into_iter().unzip();
     // Name the line rather than the operation's position.
-    let report = check_history(&ops, timeout).map_err(|InvalidOperation { index, reason }| {
-        CheckFileError::History(HistoryError::Invalid {
-            path: path.to_owned(),
-            line: lines[index],
-            reason,
-        })
-    })?;
+    let report =
+        check_history_with(&ops, limits).map_err(|InvalidOperation { index, reason }| {
+            CheckFileError::History(HistoryError::Invalid {
+                path: path.to_owned(),
+                line: lines[index],
+                reason,
+            })
+        })?;
     Ok(CheckedFile { ops, lines, report })
 }
 
