@@ -443,11 +443,13 @@ pub struct Sessions<S> {
 }
 
 impl<S: StateMachine> Sessions<S> {
+    /// A limit of 0 sessions or 0 pending results would refuse every request; it is taken as 1.
     pub fn new(inner: S, config: SessionConfig) -> Self {
-        assert!(
-            config.max_sessions >= 1 && config.max_pending_per_client >= 1,
-            "{config:?}"
-        );
+        let config = SessionConfig {
+            max_sessions: config.max_sessions.max(1),
+            max_pending_per_client: config.max_pending_per_client.max(1),
+            ..config
+        };
         Sessions {
             inner,
             config,
