@@ -57,7 +57,7 @@
 //! The search is exponential in the worst case (the problem is NP-complete). Cost grows with the
 //! number of operations on one key that overlap in time (clients × in-flight requests per
 //! client). Measured on generated histories of 10,000 operations (5% unknown outcomes, dev
-//! profile, shared 2-core machine): 8 clients over 100 keys, 0.01 s; 8 clients all on one key,
+//! profile, shared 2-core machine; figures vary up to 5x with the machine's load): 8 clients over 100 keys, 0.01 s; 8 clients all on one key,
 //! 0.13 s; 12 on one key, 0.3 s; 16 on one key, 1.5 s; 24 clients on one key (3,000 operations),
 //! 37 s; 32 on one key did not finish in 60 s. Proving a violation costs more than passing a
 //! good history (the search must exhaust the alternatives before the bad read, and again for the
