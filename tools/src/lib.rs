@@ -8,6 +8,7 @@ pub mod kv_cmd;
 pub mod nemesis;
 pub mod node_cmd;
 pub mod status_cmd;
+pub mod torture;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +34,22 @@ pub enum Command {
     Status(status_cmd::StatusArgs),
     /// Break a running cluster on purpose: kill, pause, power cut, partition, ...
     Nemesis(nemesis::NemesisArgs),
+    /// A concurrent workload under random faults, then a linearizability and durability check.
+    Torture(torture::TortureArgs),
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(len);
+    b.set_message(what.to_string());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {percent}%") {
+        b.set_style(style);
+    }
+    b
 }
 
 /// Entry point of the `shmraft` command.
@@ -54,6 +71,7 @@ pub fn shmraft_main() -> ExitCode {
         Command::Kv(a) => kv_cmd::run(&a),
         Command::Status(a) => status_cmd::run(&a),
         Command::Nemesis(a) => nemesis::run(&a),
+        Command::Torture(a) => torture::run(&a),
     }
 }
 

@@ -30,6 +30,16 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// For commands that print a report: only warnings and errors unless RUST_LOG says otherwise.
+pub fn init_logging_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 pub fn run(a: &NodeArgs) -> ExitCode {
     init_logging();
     let cf = match ClusterFile::load(&a.dir) {

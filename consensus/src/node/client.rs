@@ -4,7 +4,8 @@
 //! Retries of a write (after a timeout, a lost leader, a `Retry` answer) reuse the same sequence
 //! number, so the session applies it exactly once (fault-matrix C6). When the overall timeout
 //! passes without an answer, the outcome is unknown ([`ClientError::Unknown`]): the write may
-//! have taken effect or not, and a later retry with the same `Client` settles it.
+//! have taken effect or not; the client moves on to the next sequence number. To settle an
+//! unknown write, read the state it would have changed.
 //!
 //! The client finds the leader by asking any node and following `NotLeader` hints.
 
@@ -165,13 +166,16 @@ impl Client {
             req_id,
             envelope: envelope.clone(),
         });
+        // The sequence number is used up whatever happened: reusing it for a different command
+        // after an unknown outcome would let the session answer the new command with the old
+        // one's cached result. A late copy of this request is then either applied before the
+        // next one (consistent with "unknown") or refused as discarded (thesis §6.3).
+        self.next_seq += 1;
         let bytes = match result {
             Ok(b) => b,
             Err(ClientError::Timeout(d)) => return Err(ClientError::Unknown(d)),
             Err(e) => return Err(e),
         };
-        // The sequence number is used up once the cluster answered for it.
-        self.next_seq += 1;
         match SessionResult::decode(&bytes) {
             Ok(SessionResult::Applied(r) | SessionResult::Duplicate(r)) => Ok(r),
             Ok(SessionResult::SessionExpired) => Err(ClientError::SessionExpired),
