@@ -583,7 +583,35 @@ impl Wal {
             let tb = seg
                 .slice(seg.bytes - TRAILER_BYTES, TRAILER_BYTES)
                 .unwrap_or(&[]);
-            match format::decode_trailer(seg.seed, tb, seg.bytes) {
+            let mut pre_scan: Option<Scan> = None;
+            let trailer = match format::decode_trailer(seg.seed, tb, seg.bytes) {
+                // A footer proves the segment only if the segment was synced to its end: before
+                // that, the footer page may have reached the disk while an earlier page did not
+                // (fault-matrix S2, S3). Such a segment (at most the few rotated since the last
+                // sync) is scanned, and its footer kept only if every record agrees with it.
+                Ok(t) if synced < seg.bytes => {
+                    let scan = scan_records(&seg, expect, prev_term);
+                    let mut idx = Vec::with_capacity(scan.offsets.len() * 4);
+                    for o in &scan.offsets {
+                        idx.extend_from_slice(&o.to_le_bytes());
+                    }
+                    let agrees = scan.offsets.len() as u64 == t.record_count as u64
+                        && scan.end == t.records_end
+                        && scan.chain.clone().finalize() == t.chain_crc
+                        && format::crc_seeded(seg.seed, &idx) == t.offsets_crc
+                        && seg.slice(t.offsets_start(seg.bytes), idx.len() as u64)
+                            == Some(&idx[..])
+                        && scan.last == Some((t.last_index, t.last_term));
+                    if agrees {
+                        Ok(t)
+                    } else {
+                        pre_scan = Some(scan);
+                        Err("footer not backed by synced records".to_string())
+                    }
+                }
+                other => other,
+            };
+            match trailer {
                 Ok(t) => {
                     if let Some(e) = expect {
                         if t.first_index != e || t.first_term < prev_term {
@@ -619,7 +647,10 @@ impl Wal {
                             trailer_problem,
                         ));
                     }
-                    let scan = scan_records(&seg, expect, prev_term);
+                    let scan = match pre_scan.take() {
+                        Some(s) => s,
+                        None => scan_records(&seg, expect, prev_term),
+                    };
                     if scan.end < synced {
                         return Err(corrupt(
                             &path,
