@@ -1480,6 +1480,18 @@ impl Wal {
                 )));
             }
         }
+        // Prepare the replacement segment first, so a full disk refuses the whole operation
+        // before anything changes.
+        let fresh = if upto >= self.last_index {
+            Some(self.preparer.take(
+                &self.dir,
+                self.opts.segment_bytes,
+                self.opts.zero_fill(),
+                &self.shared.faults,
+            )?)
+        } else {
+            None
+        };
         self.meta
             .write(upto.0, upto_term.0, 0, true)
             .map_err(|e| match e {
@@ -1491,14 +1503,8 @@ impl Wal {
         let shared = self.shared.clone();
         let mut st = lock(&shared.state);
         let mut removed = false;
-        if upto >= self.last_index {
+        if let Some(next) = fresh {
             // The whole log is replaced by the snapshot: start a fresh segment.
-            let next = self.preparer.take(
-                &self.dir,
-                self.opts.segment_bytes,
-                self.opts.zero_fill(),
-                &shared.faults,
-            )?;
             for s in self.segs.drain(..) {
                 let slot = s.seg.ledger_slot.swap(NO_SLOT, Ordering::AcqRel);
                 if slot != NO_SLOT {
