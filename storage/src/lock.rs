@@ -75,3 +75,31 @@ impl DirLock {
 pub fn parse_lock_pid(s: &str) -> Option<u32> {
     s.trim().strip_prefix("pid ")?.trim().parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_names_the_holder_and_release_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = DirLock::acquire(dir.path()).unwrap();
+        assert!(DirLock::is_held(dir.path()));
+        match DirLock::acquire(dir.path()) {
+            Err(StorageError::Locked { holder_pid, .. }) => {
+                assert_eq!(holder_pid, Some(std::process::id()))
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(l);
+        assert!(!DirLock::is_held(dir.path()));
+        DirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn lock_file_pid_parsing() {
+        assert_eq!(parse_lock_pid("pid 42\n"), Some(42));
+        assert_eq!(parse_lock_pid("garbage"), None);
+        assert_eq!(parse_lock_pid(""), None);
+    }
+}

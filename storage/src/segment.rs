@@ -184,25 +184,34 @@ impl Segment {
         }
     }
 
-    /// Writes `parts` contiguously at `offset` with `pwritev` (same page cache as the mapping, so
-    /// reads through the mapping see the bytes). Used under the `always` policy: see
-    /// `Wal::write_record` for why.
-    pub(crate) fn pwrite_parts(&self, offset: u64, parts: &[&[u8]]) -> std::io::Result<()> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
+    /// Writes `header` then `payload` contiguously at `offset` with one `pwritev` (same page
+    /// cache as the mapping, so reads through the mapping see the bytes). Used under the
+    /// `always` policy and for large payloads: see `Wal::write_record` for why.
+    pub(crate) fn pwrite_record(
+        &self,
+        offset: u64,
+        header: &[u8],
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        let total = header.len() + payload.len();
         if offset + total as u64 > self.bytes {
             return Err(std::io::Error::other("write beyond the end of the segment"));
         }
-        let iov: Vec<std::io::IoSlice<'_>> =
-            parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+        let iov = [
+            std::io::IoSlice::new(header),
+            std::io::IoSlice::new(payload),
+        ];
         let n = nix::sys::uio::pwritev(&self._file, &iov, offset as libc::off_t)
             .map_err(std::io::Error::from)?;
-        if n < total {
-            // Short write: finish it byte-exactly from where it stopped.
-            let mut flat = Vec::with_capacity(total);
-            for p in parts {
-                flat.extend_from_slice(p);
-            }
-            self._file.write_all_at(&flat[n..], offset + n as u64)?;
+        // Short write: finish it byte-exactly from where it stopped.
+        if n < header.len() {
+            self._file.write_all_at(&header[n..], offset + n as u64)?;
+            self._file
+                .write_all_at(payload, offset + header.len() as u64)?;
+        } else if n < total {
+            let done = n - header.len();
+            self._file
+                .write_all_at(&payload[done..], offset + n as u64)?;
         }
         Ok(())
     }

@@ -589,7 +589,8 @@ impl Wal {
                 // that, the footer page may have reached the disk while an earlier page did not
                 // (fault-matrix S2, S3). Such a segment (at most the few rotated since the last
                 // sync) is scanned, and its footer kept only if every record agrees with it.
-                Ok(t) if synced < seg.bytes => {
+                // (With no ledger the footer is trusted as before the ledger existed: R11.)
+                Ok(t) if ledger_known && synced < seg.bytes => {
                     let scan = scan_records(&seg, expect, prev_term);
                     let mut idx = Vec::with_capacity(scan.offsets.len() * 4);
                     for o in &scan.offsets {
@@ -628,6 +629,7 @@ impl Wal {
                     prev_term = t.last_term;
                     seg.sealed.store(true, Ordering::Release);
                     seg.publish(seg.bytes, t.last_index.0);
+                    let synced = if ledger_known { synced } else { seg.bytes };
                     seg.synced.store(synced.min(seg.bytes), Ordering::Release);
                     segs.push(SegEntry {
                         seg: Arc::new(seg),
@@ -1230,7 +1232,7 @@ impl Wal {
             // write-protect the mapping again (page_mkclean, a TLB shootdown) and the next
             // append takes a write fault. Measured on the dev VM: msync after memcpy ~2.3x a raw
             // fdatasync, msync after pwritev ~1.0x. Same page cache, same bytes, same barrier.
-            if let Err(err) = seg.pwrite_parts(pos, &[&header, e.payload]) {
+            if let Err(err) = seg.pwrite_record(pos, &header, e.payload) {
                 // The bytes at `pos` are now unknown, so the "zero past write_pos" invariant no
                 // longer holds: treat it like a failed sync.
                 let f = sys::fatal_error("pwritev", &seg.path, &err);
