@@ -86,7 +86,7 @@ fn sigkill_mid_append_loses_nothing_and_power_cut_keeps_the_durable_prefix() {
         // Power cut of the dead node's directory (its stale LOCK file is ignored).
         let report = power_cut(dir.path(), seed).unwrap();
         assert!(report.ledger_found);
-        sectors_lost += report.segments.iter().map(|s| s.3).sum::<u64>();
+        sectors_lost += report.segments.iter().map(|s| s.sectors_lost).sum::<u64>();
         let st = Storage::open(dir.path(), opts("batch:300:16384", SEG)).unwrap();
         assert!(
             st.wal.last_index() >= LogIndex(durable),
