@@ -640,6 +640,18 @@ impl Wal {
                     });
                 }
                 Err(trailer_problem) => {
+                    // A segment the ledger does not know and that was never sealed (trailer
+                    // area all zeros) is a prepared segment whose activation had not reached
+                    // the ledger: only its header was synced (records need a slot first).
+                    let never_sealed = tb.iter().all(|&b| b == 0);
+                    let has_slot = ledger_before
+                        .as_ref()
+                        .is_some_and(|v| v.segment_synced_bytes.contains_key(&seq));
+                    let synced = if never_sealed && !has_slot {
+                        SEGMENT_HEADER_BYTES
+                    } else {
+                        synced
+                    };
                     if ledger_known && synced >= seg.bytes {
                         return Err(corrupt(
                             &path,

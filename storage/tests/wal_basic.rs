@@ -158,3 +158,28 @@ fn append_rejects_gaps_term_regressions_and_oversized_entries_without_writing() 
         .unwrap();
     assert_eq!(st.wal.entry(LogIndex(4)).unwrap().payload, max);
 }
+
+#[test]
+fn empty_unsealed_segment_without_ledger_slot_after_a_sealed_one_is_not_corruption() {
+    // The state a crash leaves between activating a prepared segment and giving it a ledger
+    // slot: the last sealed segment is followed by an empty segment the ledger does not know.
+    let dir = tempfile::tempdir().unwrap();
+    let first_of_second;
+    {
+        let mut st = Storage::open(dir.path(), opts("always", 64 << 10)).unwrap();
+        append_range(&mut st.wal, 1, 700, 1, 100);
+        first_of_second = st.wal.segments()[1].1;
+        st.wal.truncate_suffix(first_of_second).unwrap();
+    }
+    // Free every ledger slot (seq fields at 64 + 32k).
+    let ledger = dir.path().join(format::LEDGER_FILE);
+    let mut img = std::fs::read(&ledger).unwrap();
+    for k in 0..format::LEDGER_SLOTS {
+        let at = format::LEDGER_HEADER_BYTES + k * format::LEDGER_SLOT_BYTES;
+        img[at..at + 8].fill(0);
+    }
+    std::fs::write(&ledger, &img).unwrap();
+    let st = Storage::open(dir.path(), opts("always", 64 << 10)).unwrap();
+    assert_eq!(st.wal.last_index(), first_of_second.prev());
+    check_range(&st.wal, 1, first_of_second.0 - 1, 1, 100);
+}
