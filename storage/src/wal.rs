@@ -38,7 +38,9 @@ pub struct WalOptions {
     /// preparer thread, so an append-path sync flushes data only (no extent-conversion journal
     /// commit), at the price of writing every segment byte twice. `None` (default): on under
     /// `always` and `batch` (sync latency matters), off under `interval` and `never`
-    /// (throughput matters).
+    /// (throughput matters). Without zero fill the preparer pre-faults the mapping writable
+    /// (MADV_POPULATE_WRITE) so page allocation and zeroing stay off the append path; the kernel
+    /// then writes those zero pages back in the background.
     pub zero_fill_segments: Option<bool>,
 }
 
