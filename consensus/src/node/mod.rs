@@ -607,9 +607,14 @@ impl<S: StateMachine> Node<S> {
             snapshot_request,
             compact_to,
         } = rd;
-        // Step 3: send now; these never depend on this node's unpersisted state.
+        // Step 3: send now; these never depend on this node's unpersisted state. Flushed before
+        // the persist below, so followers write in parallel with the leader's own sync (Raft
+        // thesis §10.2.1) instead of after it.
         for m in messages {
             self.queue_message(m);
+        }
+        if persist.is_some() {
+            self.flush_outbox();
         }
         // Step 4: persist, in order; its messages wait for durability.
         if let Some(p) = persist {
