@@ -17,7 +17,11 @@
 //! listener). In the same run it measures two raw baselines in `--dir`: a `pwrite` of
 //! `--size` bytes + `fdatasync` loop on a preallocated, zero-filled file (the floor of one
 //! durable append), and memcpy of `--size`-byte chunks into a pre-faulted anonymous mapping
-//! (the ceiling of appending into a mapping), and prints the ratios.
+//! (the ceiling of appending into a mapping), and prints the ratios. Under `always` and
+//! `batch` the fdatasync baseline is interleaved with the appends (blocks of up to 64
+//! appends, then the baseline syncs due by then, `--baseline-syncs` spread over the run), so a
+//! shared disk's changing load affects both alike; only the append blocks count towards
+//! entries/s. Under `interval` and `never` it runs after the appends.
 //!
 //! `wal open-bench` opens (recovers) the existing log in `--dir` several times with a warm page
 //! cache and reports the time `Storage::open` takes.
@@ -60,6 +64,12 @@ pub struct BenchArgs {
     /// Segment file size, MiB.
     #[arg(long = "segment-mib", default_value_t = 64)]
     pub segment_mib: u64,
+    /// Create segments with fallocate only, without zero-filling them (storage's
+    /// `WalOptions::zero_fill_segments = false`): cheaper segment preparation, but then the
+    /// first write to each page converts an unwritten extent, and an append-path sync may have
+    /// to write metadata.
+    #[arg(long)]
+    pub no_zero_fill: bool,
     /// Iterations of the fdatasync baseline (it also stops after 3 s).
     #[arg(long = "baseline-syncs", default_value_t = 1000)]
     pub baseline_syncs: u64,
@@ -92,6 +102,8 @@ pub struct BenchReport {
     pub policy: String,
     pub entries: u64,
     pub entry_bytes: u64,
+    pub segment_bytes: u64,
+    pub zero_fill_segments: bool,
     pub first_index: u64,
     pub last_index: u64,
     /// "durable" (always, batch) or "acknowledged-not-durable" (interval, never).
@@ -134,6 +146,7 @@ pub struct BenchParams {
     pub size: u64,
     pub policy: FsyncPolicy,
     pub segment_bytes: u64,
+    pub zero_fill: bool,
     pub baseline_syncs: u64,
     pub baselines: bool,
     pub progress: bool,
@@ -147,6 +160,7 @@ impl BenchParams {
             size: a.size,
             policy: a.fsync,
             segment_bytes: a.segment_mib.saturating_mul(1 << 20),
+            zero_fill: !a.no_zero_fill,
             baseline_syncs: a.baseline_syncs,
             baselines: !a.no_baselines,
             progress: true,
@@ -180,6 +194,7 @@ pub fn run_bench(p: &BenchParams) -> Result<BenchReport> {
     let mut opts = StorageOptions::default();
     opts.wal.fsync_policy = p.policy;
     opts.wal.segment_bytes = p.segment_bytes;
+    opts.wal.zero_fill_segments = p.zero_fill;
     let mut st = Storage::open(&p.dir, opts)
         .with_context(|| format!("opening the log in {}", p.dir.display()))?;
     if p.size > st.wal.entry_bytes_max() {
@@ -224,31 +239,54 @@ pub fn run_bench(p: &BenchParams) -> Result<BenchReport> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
         .context("creating the latency histogram")?;
     let pb = progress_bar(p.entries, p.progress, &format!("append {}", p.policy));
-    let start = Instant::now();
+    // Under the durable policies the raw fdatasync baseline runs interleaved with the appends
+    // (a block of baseline syncs after every block of appends), so both see the same disk and
+    // the same load from other processes; its time is not counted in the append throughput.
+    let mut interleaved = if p.baselines && p.policy.acknowledges_after_sync() {
+        Some(FdatasyncLoop::new(&p.dir, p.size)?)
+    } else {
+        None
+    };
+    let block = (p.entries / p.baseline_syncs.max(1)).clamp(1, 64);
+    let pb_every = block.max(256);
+    let mut elapsed = Duration::ZERO;
     let mut index = first;
-    for i in 0..p.entries {
-        let t0 = Instant::now();
-        st.wal
-            .append_one(index, term, EntryKind(0), &payload)
-            .with_context(|| format!("appending index {index}"))?;
-        if wait_durable {
-            let (m, cv) = &*durable;
-            let mut d = m.lock().unwrap_or_else(|e| e.into_inner());
-            while *d < index.0 {
-                if failed.load(Ordering::Acquire) {
-                    bail!("a sync failed: {:?}", st.wal.fatal_error());
+    let mut done = 0u64;
+    while done < p.entries {
+        let n = block.min(p.entries - done);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t0 = Instant::now();
+            st.wal
+                .append_one(index, term, EntryKind(0), &payload)
+                .with_context(|| format!("appending index {index}"))?;
+            if wait_durable {
+                let (m, cv) = &*durable;
+                let mut d = m.lock().unwrap_or_else(|e| e.into_inner());
+                while *d < index.0 {
+                    if failed.load(Ordering::Acquire) {
+                        bail!("a sync failed: {:?}", st.wal.fatal_error());
+                    }
+                    d = cv.wait(d).unwrap_or_else(|e| e.into_inner());
                 }
-                d = cv.wait(d).unwrap_or_else(|e| e.into_inner());
+            }
+            let ns = t0.elapsed().as_nanos() as u64;
+            hist.saturating_record(ns.max(1));
+            index = index.next();
+        }
+        elapsed += start.elapsed();
+        done += n;
+        if let Some(l) = interleaved.as_mut() {
+            // Spread the baseline syncs evenly over the run.
+            let target = (done as u128 * p.baseline_syncs as u128).div_ceil(p.entries as u128);
+            while (l.iterations() as u128) < target {
+                l.step()?;
             }
         }
-        let ns = t0.elapsed().as_nanos() as u64;
-        hist.saturating_record(ns.max(1));
-        index = index.next();
-        if i % 256 == 255 {
-            pb.set_position(i + 1);
+        if done % pb_every < block {
+            pb.set_position(done);
         }
     }
-    let elapsed = start.elapsed();
     pb.finish_and_clear();
     let durable_at_end = st.wal.durable_index();
     let last = st.wal.last_index();
@@ -263,6 +301,8 @@ pub fn run_bench(p: &BenchParams) -> Result<BenchReport> {
         policy: p.policy.to_string(),
         entries: p.entries,
         entry_bytes: p.size,
+        segment_bytes: p.segment_bytes,
+        zero_fill_segments: p.zero_fill,
         first_index: first.0,
         last_index: last.0,
         latency_kind: if p.policy.acknowledges_after_sync() {
@@ -291,7 +331,10 @@ pub fn run_bench(p: &BenchParams) -> Result<BenchReport> {
         ratio_mb_per_s_to_memcpy: None,
     };
     if p.baselines {
-        let fd = baseline_fdatasync(&p.dir, p.size, p.baseline_syncs)?;
+        let fd = match interleaved.take() {
+            Some(l) => l.result(),
+            None => baseline_fdatasync(&p.dir, p.size, p.baseline_syncs)?,
+        };
         let mc = baseline_memcpy_gb_per_s(p.size)?;
         r.baseline_fdatasync_us_p50 = Some(fd.p50_us);
         r.baseline_fdatasync_us_p99 = Some(fd.p99_us);
@@ -319,52 +362,101 @@ pub struct FdatasyncBaseline {
 /// Bytes of the preallocated baseline file.
 const BASELINE_FILE_BYTES: u64 = 64 << 20;
 
-/// `pwrite(size bytes) + fdatasync` at consecutive offsets of a preallocated, zero-filled file
-/// in `dir` (like a WAL segment: written extents, so each sync flushes data only), `iterations`
-/// times or for 3 s. The file is removed afterwards.
-pub fn baseline_fdatasync(dir: &Path, size: u64, iterations: u64) -> Result<FdatasyncBaseline> {
-    use std::os::unix::fs::FileExt;
-    let path = dir.join("baseline-fdatasync.tmp");
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let result = (|| -> Result<FdatasyncBaseline> {
+/// The raw durable-write baseline: `pwrite(size bytes) + fdatasync` at consecutive offsets of
+/// a preallocated, zero-filled file in the log's directory (like a WAL segment: written
+/// extents, so each sync flushes data only). Steps can be interleaved with the measured
+/// appends so both see the same disk conditions. The file is removed on drop.
+pub struct FdatasyncLoop {
+    path: PathBuf,
+    file: std::fs::File,
+    buf: Vec<u8>,
+    step: u64,
+    off: u64,
+    hist: Histogram<u64>,
+}
+
+impl FdatasyncLoop {
+    /// Creates and preallocates the baseline file in `dir`.
+    pub fn new(dir: &Path, size: u64) -> Result<FdatasyncLoop> {
+        use std::os::unix::fs::FileExt;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("baseline-fdatasync.tmp");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let l = FdatasyncLoop {
+            path,
+            file,
+            buf: vec![0x5au8; size as usize],
+            step: size.div_ceil(8) * 8 + 32, // like a record: header + aligned payload
+            off: 0,
+            hist: Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?,
+        };
         let chunk = vec![0u8; 1 << 20];
         let mut at = 0;
         while at < BASELINE_FILE_BYTES {
-            f.write_all_at(&chunk, at)?;
+            l.file
+                .write_all_at(&chunk, at)
+                .with_context(|| format!("preallocating {}", l.path.display()))?;
             at += chunk.len() as u64;
         }
-        f.sync_all()?;
-        let step = size.div_ceil(8) * 8 + 32; // like a record: header + aligned payload
-        let buf = vec![0x5au8; size as usize];
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
-        let mut off = 0u64;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut n = 0;
-        while n < iterations.max(1) && (n < 10 || Instant::now() < deadline) {
-            if off + step > BASELINE_FILE_BYTES {
-                off = 0;
-            }
-            let t0 = Instant::now();
-            f.write_all_at(&buf, off)?;
-            f.sync_data()?;
-            hist.saturating_record((t0.elapsed().as_nanos() as u64).max(1));
-            off += step;
-            n += 1;
+        l.file
+            .sync_all()
+            .with_context(|| format!("syncing {}", l.path.display()))?;
+        Ok(l)
+    }
+
+    /// One timed `pwrite + fdatasync`.
+    pub fn step(&mut self) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.off + self.step > BASELINE_FILE_BYTES {
+            self.off = 0;
         }
-        Ok(FdatasyncBaseline {
-            p50_us: us(hist.value_at_quantile(0.5)),
-            p99_us: us(hist.value_at_quantile(0.99)),
-            iterations: n,
-        })
-    })();
-    let _ = std::fs::remove_file(&path);
-    result.with_context(|| format!("fdatasync baseline in {}", path.display()))
+        let t0 = Instant::now();
+        self.file
+            .write_all_at(&self.buf, self.off)
+            .and_then(|_| self.file.sync_data())
+            .with_context(|| format!("fdatasync baseline on {}", self.path.display()))?;
+        self.hist
+            .saturating_record((t0.elapsed().as_nanos() as u64).max(1));
+        self.off += self.step;
+        Ok(())
+    }
+
+    /// Steps taken so far.
+    pub fn iterations(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// The percentiles so far.
+    pub fn result(&self) -> FdatasyncBaseline {
+        FdatasyncBaseline {
+            p50_us: us(self.hist.value_at_quantile(0.5)),
+            p99_us: us(self.hist.value_at_quantile(0.99)),
+            iterations: self.hist.len(),
+        }
+    }
+}
+
+impl Drop for FdatasyncLoop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Runs the fdatasync baseline alone: `iterations` steps or 3 s, whichever comes first (at
+/// least 10 steps).
+pub fn baseline_fdatasync(dir: &Path, size: u64, iterations: u64) -> Result<FdatasyncBaseline> {
+    let mut l = FdatasyncLoop::new(dir, size)?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while l.iterations() < iterations.max(1) && (l.iterations() < 10 || Instant::now() < deadline) {
+        l.step()?;
+    }
+    Ok(l.result())
 }
 
 /// memcpy of `size`-byte chunks into a pre-faulted 64 MiB anonymous mapping, 512 MiB in all;
@@ -404,6 +496,16 @@ pub fn report_text(r: &BenchReport) -> String {
         s,
         "wal bench: {} entries of {} bytes, fsync {}, one entry per append call, in {}",
         r.entries, r.entry_bytes, r.policy, r.dir
+    );
+    let _ = writeln!(
+        s,
+        "  segments of {} MiB, {}",
+        r.segment_bytes >> 20,
+        if r.zero_fill_segments {
+            "zero-filled when prepared"
+        } else {
+            "fallocated only (--no-zero-fill)"
+        }
     );
     let _ = writeln!(
         s,
