@@ -243,7 +243,13 @@ fn first_nonzero(b: &[u8]) -> Option<usize> {
     b.iter().position(|&x| x != 0)
 }
 
-fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bool) -> Parsed {
+fn parse_segment(
+    path: &Path,
+    buf: &[u8],
+    synced: Option<u64>,
+    keep_payloads: bool,
+    expect_first: Option<LogIndex>,
+) -> Parsed {
     let mut problems = Vec::new();
     let file_bytes = buf.len() as u64;
     let mut prob = |severity, offset: Option<u64>, index: Option<LogIndex>, reason: String| {
@@ -300,23 +306,32 @@ fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bo
     let (footer, trailer) = trailer_of(buf, &h);
     info.footer = footer.clone();
     let mut records = Vec::new();
-    if let (FooterStatus::Valid, Some(t)) = (&footer, trailer) {
-        // Sealed: walk the offset index, so one bad record does not hide the rest.
-        info.sealed = true;
+    if let Some(t) = trailer {
+        // A decoded trailer: walk the records by their lengths and compare every offset-index
+        // entry with the true position, so a flipped bit in the index is reported at its byte.
+        // When a record is unreadable, a valid index says where the next one starts.
+        let offsets_ok = footer == FooterStatus::Valid;
+        info.sealed = offsets_ok;
         let start = t.offsets_start(h.segment_bytes);
         let mut expect_at = SEGMENT_HEADER_BYTES;
         let mut chain = crc32fast::Hasher::new_with_initial(h.seed);
         let mut prev_term = t.first_term;
+        let mut index_mismatch = false;
         for k in 0..t.record_count as u64 {
-            let o = format::get_u32(buf, (start + k * 4) as usize) as u64;
+            let entry_at = start + k * 4;
+            let o = format::get_u32(buf, entry_at as usize) as u64;
             let index = LogIndex(t.first_index.0 + k);
             if o != expect_at {
+                index_mismatch = true;
+                let want = (expect_at as u32).to_le_bytes();
+                let have = (o as u32).to_le_bytes();
+                let byte = (0..4).find(|&i| want[i] != have[i]).unwrap_or(0) as u64;
                 prob(
                     Severity::Corruption,
-                    Some(start + k * 4),
+                    Some(entry_at + byte),
                     Some(index),
                     format!(
-                        "offset index says record at byte {o}, records are contiguous so expected {expect_at}"
+                        "offset index entry says record {index} is at byte {o}, it is at {expect_at}"
                     ),
                 );
             }
@@ -354,6 +369,7 @@ fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bo
                         );
                     }
                     prev_term = r.term;
+                    let crc_ok = r.checksum_ok;
                     let pad_from = expect_at + RECORD_HEADER_BYTES + r.payload_len as u64;
                     if let Some(p) =
                         first_nonzero(&buf[pad_from as usize..(expect_at + rec) as usize])
@@ -373,7 +389,13 @@ fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bo
                             ..r
                         });
                     }
-                    expect_at += rec;
+                    // A corrupt length field would misplace the walk: trust the index when
+                    // it is intact.
+                    expect_at = if offsets_ok && !crc_ok && k + 1 < t.record_count as u64 {
+                        format::get_u32(buf, (entry_at + 4) as usize) as u64
+                    } else {
+                        expect_at + rec
+                    };
                 }
                 Err(why) => {
                     prob(
@@ -382,15 +404,36 @@ fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bo
                         Some(index),
                         format!("unreadable record: {why}"),
                     );
+                    if !offsets_ok {
+                        prob(
+                            Severity::Corruption,
+                            Some(expect_at),
+                            Some(index),
+                            "offset index damaged too: the rest of this segment is unchecked"
+                                .into(),
+                        );
+                        return Parsed {
+                            info,
+                            records,
+                            problems,
+                        };
+                    }
                     chain.update(&format::get_u32(buf, expect_at as usize).to_le_bytes());
-                    // Skip to where the offset index says the next record is.
                     expect_at = if k + 1 < t.record_count as u64 {
-                        format::get_u32(buf, (start + (k + 1) * 4) as usize) as u64
+                        format::get_u32(buf, (entry_at + 4) as usize) as u64
                     } else {
                         t.records_end
                     };
                 }
             }
+        }
+        if !offsets_ok && !index_mismatch {
+            prob(
+                Severity::Corruption,
+                Some(start),
+                None,
+                "offset index checksum mismatch".into(),
+            );
         }
         if expect_at != t.records_end {
             prob(
@@ -450,7 +493,7 @@ fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bo
     // Open (or footer-less): scan records in order.
     let limit = seg_bytes.saturating_sub(TRAILER_BYTES);
     let mut at = SEGMENT_HEADER_BYTES;
-    let mut expect: Option<LogIndex> = None;
+    let mut expect: Option<LogIndex> = expect_first;
     let mut prev_term = LogTerm(0);
     let synced_at = synced.unwrap_or(SEGMENT_HEADER_BYTES);
     let sev_at = |o: u64| {
@@ -461,6 +504,8 @@ fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bo
         }
     };
     let stop_reason: Option<String>;
+    // Not even a plausible record header where the next record would start.
+    let mut garbage = false;
     loop {
         match record_at(buf, h.seed, at, limit) {
             Ok((r, rec)) => {
@@ -485,10 +530,14 @@ fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bo
                     &buf[(at + RECORD_HEADER_BYTES + r.payload_len as u64) as usize
                         ..(at + rec) as usize],
                 ) {
-                    why = Some(format!(
-                        "non-zero padding byte at {}",
-                        at + RECORD_HEADER_BYTES + r.payload_len as u64 + p as u64
-                    ));
+                    // Recovery ignores padding (the record checks out), so keep scanning.
+                    let o = at + RECORD_HEADER_BYTES + r.payload_len as u64 + p as u64;
+                    prob(
+                        sev_at(o),
+                        Some(o),
+                        Some(r.index),
+                        "non-zero padding byte after the payload".into(),
+                    );
                 }
                 if let Some(w) = why {
                     records.push(r);
@@ -516,6 +565,7 @@ fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bo
                 stop_reason = if why.starts_with("zeros") {
                     None
                 } else {
+                    garbage = true;
                     Some(why)
                 };
                 break;
@@ -524,6 +574,15 @@ fn parse_segment(path: &Path, buf: &[u8], synced: Option<u64>, keep_payloads: bo
     }
     info.records_end = at;
     if let Some(why) = stop_reason {
+        // For garbage, point at its first non-zero byte (exact for a flipped bit).
+        let at = if garbage {
+            at + buf
+                .get(at as usize..seg_bytes as usize)
+                .and_then(first_nonzero)
+                .unwrap_or(0) as u64
+        } else {
+            at
+        };
         let sev = sev_at(at);
         let what = if sev == Severity::Corruption {
             "before the durable point"
@@ -570,7 +629,7 @@ fn ledger_synced(
 /// Summary of one segment file (no ledger information).
 pub fn segment_info(path: &Path) -> Result<SegmentInfo> {
     let buf = read_file(path)?;
-    Ok(parse_segment(path, &buf, None, false).info)
+    Ok(parse_segment(path, &buf, None, false, None).info)
 }
 
 /// Every record of a segment file, in order. For a sealed segment the footer's offset index is
@@ -579,7 +638,7 @@ pub fn segment_info(path: &Path) -> Result<SegmentInfo> {
 /// `checksum_ok: false`).
 pub fn records(path: &Path) -> Result<Vec<RecordInfo>> {
     let buf = read_file(path)?;
-    Ok(parse_segment(path, &buf, None, true).records)
+    Ok(parse_segment(path, &buf, None, true, None).records)
 }
 
 fn segment_paths(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
@@ -636,27 +695,29 @@ pub fn inspect_dir(dir: &Path) -> Result<DirInfo> {
     let lock_held = crate::lock::DirLock::is_held(dir);
     let ledger = read_ledger(dir);
     let mut segments = Vec::new();
+    let mut durable_index: Option<LogIndex> = None;
     for (_, p) in segment_paths(dir)? {
         let buf = read_file(&p)?;
         let h = format::decode_segment_header(&buf).map_err(|e| e.to_string());
         let synced = ledger_synced(&ledger, &h);
-        segments.push(parse_segment(&p, &buf, synced, false).info);
+        let parsed = parse_segment(&p, &buf, synced, false, None);
+        if let (Ok(Some(_)), Some(synced)) = (&ledger, synced) {
+            // Last index whose whole record lies below the segment's synced offset.
+            if parsed.info.sealed && synced >= parsed.info.file_bytes {
+                durable_index = durable_index.max(parsed.info.last.map(|l| l.0));
+            } else {
+                let covered = parsed
+                    .records
+                    .iter()
+                    .filter(|r| r.checksum_ok)
+                    .take_while(|r| r.offset + format::record_bytes(r.payload_len as u64) <= synced)
+                    .last()
+                    .map(|r| r.index);
+                durable_index = durable_index.max(covered);
+            }
+        }
+        segments.push(parsed.info);
     }
-    let durable_index = match &ledger {
-        Ok(Some(_)) => segments
-            .iter()
-            .filter_map(|s| {
-                // Last index whose record ends at or before the segment's synced offset.
-                let synced = s.synced_bytes?;
-                if synced >= s.records_end {
-                    s.last.map(|l| l.0)
-                } else {
-                    None
-                }
-            })
-            .max(),
-        _ => None,
-    };
     let hs_path = dir.join(HARD_STATE_FILE);
     let hard_state = hs_path
         .exists()
@@ -711,7 +772,7 @@ pub fn verify(path: &Path) -> Result<Vec<Problem>> {
     if name.ends_with(".wal") || format::parse_segment_file_name(&name).is_some() {
         let buf = read_file(path)?;
         // Without the directory's ledger, treat everything as synced: report all damage.
-        return Ok(parse_segment(path, &buf, Some(u64::MAX), false).problems);
+        return Ok(parse_segment(path, &buf, Some(u64::MAX), false, None).problems);
     }
     if name.starts_with("snap-") {
         return Ok(match read_snapshot_meta(path) {
@@ -782,7 +843,14 @@ fn verify_dir(dir: &Path) -> Result<Vec<Problem>> {
         let buf = read_file(&p)?;
         let h = format::decode_segment_header(&buf).map_err(|e| e.to_string());
         let synced = ledger_synced(&ledger, &h);
-        let parsed = parse_segment(&p, &buf, synced.or(Some(SEGMENT_HEADER_BYTES)), false);
+        let expect_first = prev.as_ref().map(|(_, li, _)| li.next());
+        let parsed = parse_segment(
+            &p,
+            &buf,
+            synced.or(Some(SEGMENT_HEADER_BYTES)),
+            false,
+            expect_first,
+        );
         problems.extend(parsed.problems);
         let info = parsed.info;
         if let Some((fi, ft)) = info.first {

@@ -203,3 +203,36 @@ impl Ledger {
         &self.path
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_round_trip_and_free_slots_mean_fully_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l, before) = Ledger::open(dir.path(), &None).unwrap();
+        assert!(before.is_none());
+        let a = l.alloc(7, 64).unwrap();
+        let b = l.alloc(8, 64).unwrap();
+        l.set_synced(a, 4096);
+        l.set_hard_state_synced(3);
+        l.free(b);
+        let v = read_ledger(dir.path()).unwrap().unwrap();
+        assert_eq!(v.hard_state_synced_generation, 3);
+        assert_eq!(v.segment_synced_bytes.get(&7), Some(&4096));
+        assert_eq!(v.segment_synced_bytes.get(&8), None);
+        drop(l);
+        let (_l, before) = Ledger::open(dir.path(), &None).unwrap();
+        assert_eq!(before.unwrap().segment_synced_bytes.get(&7), Some(&4096));
+    }
+
+    #[test]
+    fn damaged_ledger_is_rejected_not_trusted() {
+        let mut img = vec![0u8; LEDGER_FILE_BYTES];
+        assert!(parse_ledger(&img).is_err());
+        img[..8].copy_from_slice(&LEDGER_MAGIC);
+        assert!(parse_ledger(&img).unwrap_err().contains("checksum"));
+        assert!(parse_ledger(&img[..100]).is_err());
+    }
+}

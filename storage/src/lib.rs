@@ -81,13 +81,16 @@ pub use hardstate::{HardState, HardStateStore};
 pub use ledger::{LedgerView, parse_ledger, read_ledger};
 pub use lock::{DirLock, parse_lock_pid};
 pub use policy::{FsyncPolicy, ParsePolicyError};
-pub use powercut::{PowerCutReport, power_cut};
+pub use powercut::{PowerCutReport, SECTOR_BYTES, SegmentTear, power_cut};
 pub use snapshot::{
     SnapshotMeta, SnapshotReader, SnapshotStore, SnapshotWriter, read_snapshot_meta,
 };
 pub use sys::FaultInjector;
 pub use types::{Entry, EntryKind, EntryRef, LogIndex, LogTerm};
-pub use wal::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncEvent, SyncHandle, Wal, WalOptions};
+pub use wal::{
+    PWRITE_PAYLOAD_BYTES_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SyncEvent, SyncHandle, Wal,
+    WalOptions,
+};
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

@@ -12,10 +12,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// An exclusive lock on a data directory, released on drop.
+/// An exclusive lock on a data directory, released on drop (closing the fd releases the
+/// flock; the file stays and the next opener rewrites it).
 #[derive(Debug)]
 pub struct DirLock {
-    file: File,
+    _file: File,
     path: PathBuf,
 }
 
@@ -50,7 +51,7 @@ impl DirLock {
             .and_then(|_| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(text.as_bytes()))
             .map_err(|e| StorageError::io("writing lock file", &path, e))?;
-        Ok(DirLock { file, path })
+        Ok(DirLock { _file: file, path })
     }
 
     /// Path of the lock file.
@@ -75,9 +76,30 @@ pub fn parse_lock_pid(s: &str) -> Option<u32> {
     s.trim().strip_prefix("pid ")?.trim().parse().ok()
 }
 
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        // Closing the fd releases the flock; the file stays (a later opener rewrites it).
-        let _ = self.file.as_raw_fd();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_names_the_holder_and_release_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = DirLock::acquire(dir.path()).unwrap();
+        assert!(DirLock::is_held(dir.path()));
+        match DirLock::acquire(dir.path()) {
+            Err(StorageError::Locked { holder_pid, .. }) => {
+                assert_eq!(holder_pid, Some(std::process::id()))
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(l);
+        assert!(!DirLock::is_held(dir.path()));
+        DirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn lock_file_pid_parsing() {
+        assert_eq!(parse_lock_pid("pid 42\n"), Some(42));
+        assert_eq!(parse_lock_pid("garbage"), None);
+        assert_eq!(parse_lock_pid(""), None);
     }
 }

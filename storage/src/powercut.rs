@@ -27,6 +27,18 @@ use std::path::{Path, PathBuf};
 /// Sector size of the simulated medium: writes are atomic per sector, not beyond.
 pub const SECTOR_BYTES: u64 = 512;
 
+/// What a power cut did to one segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentTear {
+    pub path: PathBuf,
+    /// Bytes `[0, synced_bytes)` were covered by a completed sync and kept.
+    pub synced_bytes: u64,
+    /// Unsynced non-zero 512-byte sectors that survived.
+    pub sectors_kept: u64,
+    /// Unsynced non-zero sectors lost (now zeros).
+    pub sectors_lost: u64,
+}
+
 /// What a power cut did to a directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PowerCutReport {
@@ -36,8 +48,8 @@ pub struct PowerCutReport {
     pub mode: &'static str,
     /// False if the ledger was missing or unreadable (nothing was torn then).
     pub ledger_found: bool,
-    /// Per segment: path, synced bytes, unsynced non-zero sectors kept, sectors lost.
-    pub segments: Vec<(PathBuf, u64, u64, u64)>,
+    /// What happened to each segment with unsynced bytes.
+    pub segments: Vec<SegmentTear>,
     /// Whether an unsynced hard-state slot was lost.
     pub hard_state_slot_lost: bool,
     /// Partial files (snapshots, prepared segments) removed or cut short.
@@ -117,7 +129,12 @@ pub fn power_cut(dir: &Path, seed: u64) -> Result<PowerCutReport> {
             }
             f.sync_all()
                 .map_err(|e| StorageError::io("fsync", path, e))?;
-            report.segments.push((path.clone(), synced, kept, lost));
+            report.segments.push(SegmentTear {
+                path: path.clone(),
+                synced_bytes: synced,
+                sectors_kept: kept,
+                sectors_lost: lost,
+            });
         } else if name == HARD_STATE_FILE {
             let f = OpenOptions::new()
                 .read(true)

@@ -167,3 +167,55 @@ impl SlotFile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::HARD_STATE_MAGIC;
+
+    #[test]
+    fn torn_write_of_one_slot_falls_back_to_the_last_synced_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = SlotFile::open(dir.path(), "hs", HARD_STATE_MAGIC, None).unwrap();
+        f.write(1, 2, 3, true).unwrap();
+        f.write(4, 5, 6, false).unwrap(); // unsynced: goes to the other slot
+        f.write(7, 8, 9, false).unwrap(); // unsynced again: same slot, synced one untouched
+        drop(f);
+        // Tear the unsynced slot.
+        let path = dir.path().join("hs");
+        let mut img = std::fs::read(&path).unwrap();
+        let (s0, s1) = decode_both(&HARD_STATE_MAGIC, &img);
+        let unsynced = if s0.as_ref().map(|s| s.a) == Ok(7) {
+            0
+        } else {
+            1
+        };
+        assert_eq!([s0, s1][1 - unsynced].as_ref().map(|s| s.a), Ok(1));
+        img[unsynced * 512 + 30] ^= 0xff;
+        std::fs::write(&path, &img).unwrap();
+        let f = SlotFile::open(dir.path(), "hs", HARD_STATE_MAGIC, None).unwrap();
+        assert_eq!((f.current().a, f.current().b, f.current().c), (1, 2, 3));
+    }
+
+    #[test]
+    fn both_slots_invalid_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SlotFile::open(dir.path(), "hs", HARD_STATE_MAGIC, None).unwrap());
+        std::fs::write(dir.path().join("hs"), vec![0x5a; 1024]).unwrap();
+        let e = SlotFile::open(dir.path(), "hs", HARD_STATE_MAGIC, None).unwrap_err();
+        assert!(matches!(e, StorageError::Corrupt(_)), "{e}");
+    }
+
+    #[test]
+    fn newest_valid_generation_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = SlotFile::open(dir.path(), "hs", HARD_STATE_MAGIC, None).unwrap();
+        for i in 1..=5 {
+            f.write(i, 0, 0, true).unwrap();
+        }
+        drop(f);
+        let f = SlotFile::open(dir.path(), "hs", HARD_STATE_MAGIC, None).unwrap();
+        assert_eq!(f.current().a, 5);
+        assert_eq!(f.current().generation, 5);
+    }
+}

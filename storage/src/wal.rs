@@ -34,9 +34,12 @@ pub struct WalOptions {
     pub entry_bytes_max: u64,
     /// When appended entries are synced and acknowledged.
     pub fsync_policy: FsyncPolicy,
-    /// Zero-fill new segments after fallocate (default true): turns unwritten extents into
-    /// written ones on the preparer thread, so an append-path fdatasync flushes data only.
-    pub zero_fill_segments: bool,
+    /// Zero-fill new segments after fallocate: turns unwritten extents into written ones on the
+    /// preparer thread, so an append-path sync flushes data only (no extent-conversion journal
+    /// commit), at the price of writing every segment byte twice. `None` (default): on under
+    /// `always` and `batch` (sync latency matters), off under `interval` and `never`
+    /// (throughput matters).
+    pub zero_fill_segments: Option<bool>,
 }
 
 impl Default for WalOptions {
@@ -45,8 +48,22 @@ impl Default for WalOptions {
             segment_bytes: 64 << 20,
             entry_bytes_max: 16 << 20,
             fsync_policy: FsyncPolicy::Always,
-            zero_fill_segments: true,
+            zero_fill_segments: None,
         }
+    }
+}
+
+/// Payloads at least this large enter the page cache by `pwritev` whatever the policy: one
+/// syscall per >= 16 KiB is cheap next to the write faults (and kernel page zeroing) a memcpy
+/// into fresh mapping pages costs, one per 4 KiB page (measured: 64 KiB entries ~1.2 GB/s by
+/// memcpy, see BENCHMARKS.md / `examples/wal_quick.rs`).
+pub const PWRITE_PAYLOAD_BYTES_MIN: u64 = 16 << 10;
+
+impl WalOptions {
+    /// Whether new segments are zero-filled (resolving the `None` default by policy).
+    pub fn zero_fill(&self) -> bool {
+        self.zero_fill_segments
+            .unwrap_or(self.fsync_policy.acknowledges_after_sync())
     }
 }
 
@@ -328,6 +345,8 @@ pub struct Wal {
     shared: Arc<WalShared>,
     preparer: Preparer,
     background: Option<JoinHandle<()>>,
+    /// Records enter the page cache by `pwritev` instead of a memcpy (under `always`).
+    write_by_pwrite: bool,
 }
 
 impl std::fmt::Debug for Wal {
@@ -564,7 +583,36 @@ impl Wal {
             let tb = seg
                 .slice(seg.bytes - TRAILER_BYTES, TRAILER_BYTES)
                 .unwrap_or(&[]);
-            match format::decode_trailer(seg.seed, tb, seg.bytes) {
+            let mut pre_scan: Option<Scan> = None;
+            let trailer = match format::decode_trailer(seg.seed, tb, seg.bytes) {
+                // A footer proves the segment only if the segment was synced to its end: before
+                // that, the footer page may have reached the disk while an earlier page did not
+                // (fault-matrix S2, S3). Such a segment (at most the few rotated since the last
+                // sync) is scanned, and its footer kept only if every record agrees with it.
+                // (With no ledger the footer is trusted as before the ledger existed: R11.)
+                Ok(t) if ledger_known && synced < seg.bytes => {
+                    let scan = scan_records(&seg, expect, prev_term);
+                    let mut idx = Vec::with_capacity(scan.offsets.len() * 4);
+                    for o in &scan.offsets {
+                        idx.extend_from_slice(&o.to_le_bytes());
+                    }
+                    let agrees = scan.offsets.len() as u64 == t.record_count as u64
+                        && scan.end == t.records_end
+                        && scan.chain.clone().finalize() == t.chain_crc
+                        && format::crc_seeded(seg.seed, &idx) == t.offsets_crc
+                        && seg.slice(t.offsets_start(seg.bytes), idx.len() as u64)
+                            == Some(&idx[..])
+                        && scan.last == Some((t.last_index, t.last_term));
+                    if agrees {
+                        Ok(t)
+                    } else {
+                        pre_scan = Some(scan);
+                        Err("footer not backed by synced records".to_string())
+                    }
+                }
+                other => other,
+            };
+            match trailer {
                 Ok(t) => {
                     if let Some(e) = expect {
                         if t.first_index != e || t.first_term < prev_term {
@@ -581,6 +629,7 @@ impl Wal {
                     prev_term = t.last_term;
                     seg.sealed.store(true, Ordering::Release);
                     seg.publish(seg.bytes, t.last_index.0);
+                    let synced = if ledger_known { synced } else { seg.bytes };
                     seg.synced.store(synced.min(seg.bytes), Ordering::Release);
                     segs.push(SegEntry {
                         seg: Arc::new(seg),
@@ -591,6 +640,18 @@ impl Wal {
                     });
                 }
                 Err(trailer_problem) => {
+                    // A segment the ledger does not know and that was never sealed (trailer
+                    // area all zeros) is a prepared segment whose activation had not reached
+                    // the ledger: only its header was synced (records need a slot first).
+                    let never_sealed = tb.iter().all(|&b| b == 0);
+                    let has_slot = ledger_before
+                        .as_ref()
+                        .is_some_and(|v| v.segment_synced_bytes.contains_key(&seq));
+                    let synced = if never_sealed && !has_slot {
+                        SEGMENT_HEADER_BYTES
+                    } else {
+                        synced
+                    };
                     if ledger_known && synced >= seg.bytes {
                         return Err(corrupt(
                             &path,
@@ -600,7 +661,10 @@ impl Wal {
                             trailer_problem,
                         ));
                     }
-                    let scan = scan_records(&seg, expect, prev_term);
+                    let scan = match pre_scan.take() {
+                        Some(s) => s,
+                        None => scan_records(&seg, expect, prev_term),
+                    };
                     if scan.end < synced {
                         return Err(corrupt(
                             &path,
@@ -745,7 +809,7 @@ impl Wal {
         let mut preparer = Preparer::start(
             dir.to_path_buf(),
             opts.segment_bytes,
-            opts.zero_fill_segments,
+            opts.zero_fill(),
             faults.clone(),
             max_seq + 1,
         );
@@ -759,8 +823,7 @@ impl Wal {
                 chain: scan.chain,
             },
             _ => {
-                let seg =
-                    preparer.take(dir, opts.segment_bytes, opts.zero_fill_segments, &faults)?;
+                let seg = preparer.take(dir, opts.segment_bytes, opts.zero_fill(), &faults)?;
                 seg.publish(SEGMENT_HEADER_BYTES, last_index.0);
                 let chain = crc32fast::Hasher::new_with_initial(seg.seed);
                 segs.push(SegEntry {
@@ -804,6 +867,7 @@ impl Wal {
             shared,
             preparer,
             background: None,
+            write_by_pwrite: opts.fsync_policy == FsyncPolicy::Always,
             opts,
         };
         wal.active
@@ -1174,12 +1238,27 @@ impl Wal {
         let seg = &act.seg;
         let pos = self.active.write_pos;
         let header = format::encode_record_header(seg.seed, e.index, e.term, e.kind, e.payload);
-        // SAFETY: `&mut self` makes us the single writer with no outstanding borrow of the
-        // mapping; `pos + need + footer <= segment bytes` was ensured above (after a rotation the
-        // new segment is empty, and `entry_bytes_max` guarantees one record fits an empty one).
-        unsafe {
-            seg.write_at(pos, &header);
-            seg.write_at(pos + RECORD_HEADER_BYTES, e.payload);
+        if self.write_by_pwrite || len >= PWRITE_PAYLOAD_BYTES_MIN {
+            // Under `always` every append pays a sync anyway, and a page dirtied through a
+            // shared mapping costs more to sync than one dirtied by pwrite: writeback must
+            // write-protect the mapping again (page_mkclean, a TLB shootdown) and the next
+            // append takes a write fault. Measured on the dev VM: msync after memcpy ~2.3x a raw
+            // fdatasync, msync after pwritev ~1.0x. Same page cache, same bytes, same barrier.
+            if let Err(err) = seg.pwrite_record(pos, &header, e.payload) {
+                // The bytes at `pos` are now unknown, so the "zero past write_pos" invariant no
+                // longer holds: treat it like a failed sync.
+                let f = sys::fatal_error("pwritev", &seg.path, &err);
+                return Err(self.shared.poison(f));
+            }
+        } else {
+            // SAFETY: `&mut self` makes us the single writer with no outstanding borrow of the
+            // mapping; `pos + need + footer <= segment bytes` was ensured above (after a
+            // rotation the new segment is empty, and `entry_bytes_max` guarantees one record
+            // fits an empty one).
+            unsafe {
+                seg.write_at(pos, &header);
+                seg.write_at(pos + RECORD_HEADER_BYTES, e.payload);
+            }
         }
         // The padding after the payload is already zero: the area past `write_pos` is kept
         // zeroed (new segments are zero, truncation and recovery zero what they cut).
@@ -1201,7 +1280,7 @@ impl Wal {
         let next = self.preparer.take(
             &self.dir,
             self.opts.segment_bytes,
-            self.opts.zero_fill_segments,
+            self.opts.zero_fill(),
             &self.shared.faults,
         )?;
         debug_assert!(
@@ -1415,6 +1494,18 @@ impl Wal {
                 )));
             }
         }
+        // Prepare the replacement segment first, so a full disk refuses the whole operation
+        // before anything changes.
+        let fresh = if upto >= self.last_index {
+            Some(self.preparer.take(
+                &self.dir,
+                self.opts.segment_bytes,
+                self.opts.zero_fill(),
+                &self.shared.faults,
+            )?)
+        } else {
+            None
+        };
         self.meta
             .write(upto.0, upto_term.0, 0, true)
             .map_err(|e| match e {
@@ -1426,14 +1517,8 @@ impl Wal {
         let shared = self.shared.clone();
         let mut st = lock(&shared.state);
         let mut removed = false;
-        if upto >= self.last_index {
+        if let Some(next) = fresh {
             // The whole log is replaced by the snapshot: start a fresh segment.
-            let next = self.preparer.take(
-                &self.dir,
-                self.opts.segment_bytes,
-                self.opts.zero_fill_segments,
-                &shared.faults,
-            )?;
             for s in self.segs.drain(..) {
                 let slot = s.seg.ledger_slot.swap(NO_SLOT, Ordering::AcqRel);
                 if slot != NO_SLOT {

@@ -72,3 +72,114 @@ fn compact_prefix_and_beyond_the_end() {
     assert_eq!(st.wal.term_at(LogIndex(5000)).unwrap(), Some(LogTerm(3)));
     check_range(&st.wal, 5001, 5010, 3, 10);
 }
+
+#[test]
+fn missing_ledger_reopens_trusting_sealed_footers_and_keeps_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut st = Storage::open(dir.path(), opts("always", 64 << 10)).unwrap();
+        append_range(&mut st.wal, 1, 1500, 1, 100);
+    }
+    std::fs::remove_file(dir.path().join(format::LEDGER_FILE)).unwrap();
+    let st = Storage::open(dir.path(), opts("always", 64 << 10)).unwrap();
+    // The open segment is treated leniently (synced up to its header), but its records are all
+    // intact, so nothing is lost; sealed segments are trusted from their footers.
+    assert_eq!(st.wal.last_index(), LogIndex(1500));
+    check_range(&st.wal, 1, 1500, 1, 100);
+    assert!(
+        dir.path().join(format::LEDGER_FILE).exists(),
+        "ledger recreated"
+    );
+}
+
+#[test]
+fn batch_policy_acknowledges_only_up_to_the_durable_index_and_listener_sees_syncs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Storage::open(dir.path(), opts("batch:500:4096", 64 << 10)).unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let s2 = seen.clone();
+    st.wal.set_sync_listener(move |ev| {
+        if let SyncEvent::Durable(i) = ev {
+            s2.fetch_max(i.0, Ordering::SeqCst);
+        }
+    });
+    append_range(&mut st.wal, 1, 200, 1, 100);
+    assert!(st.wal.ack_index() <= st.wal.durable_index());
+    assert!(wait_until(10, || st.wal.durable_index() == LogIndex(200)));
+    assert_eq!(st.wal.ack_index(), LogIndex(200));
+    assert!(wait_until(10, || seen.load(Ordering::SeqCst) == 200));
+    // A dedicated sync thread through the handle.
+    append_range(&mut st.wal, 201, 210, 1, 100);
+    let h = st.wal.sync_handle();
+    let d = std::thread::spawn(move || h.sync().unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(d, LogIndex(210));
+}
+
+#[test]
+fn append_rejects_gaps_term_regressions_and_oversized_entries_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Storage::open(dir.path(), opts("never", 64 << 10)).unwrap();
+    append_range(&mut st.wal, 1, 3, 2, 10);
+    let e = |i, t| EntryRef {
+        index: LogIndex(i),
+        term: LogTerm(t),
+        kind: EntryKind(0),
+        payload: b"p",
+    };
+    assert!(matches!(
+        st.wal.append(&[e(5, 2)]),
+        Err(StorageError::NotContiguous { .. })
+    ));
+    assert!(matches!(
+        st.wal.append(&[e(4, 2), e(5, 1)]),
+        Err(StorageError::TermRegression { .. })
+    ));
+    let big = vec![0u8; (st.wal.entry_bytes_max() + 1) as usize];
+    let r = st.wal.append(&[EntryRef {
+        index: LogIndex(4),
+        term: LogTerm(2),
+        kind: EntryKind(0),
+        payload: &big,
+    }]);
+    assert!(matches!(r, Err(StorageError::EntryTooLarge { .. })));
+    assert_eq!(
+        st.wal.last_index(),
+        LogIndex(3),
+        "a rejected batch writes nothing"
+    );
+    // The largest entry fits an empty segment.
+    let max = vec![7u8; st.wal.entry_bytes_max() as usize];
+    st.wal
+        .append_one(LogIndex(4), LogTerm(2), EntryKind(0), &max)
+        .unwrap();
+    assert_eq!(st.wal.entry(LogIndex(4)).unwrap().payload, max);
+}
+
+#[test]
+fn empty_unsealed_segment_without_ledger_slot_after_a_sealed_one_is_not_corruption() {
+    // The state a crash leaves between activating a prepared segment and giving it a ledger
+    // slot: the last sealed segment is followed by an empty segment the ledger does not know.
+    let dir = tempfile::tempdir().unwrap();
+    let first_of_second;
+    {
+        let mut st = Storage::open(dir.path(), opts("always", 64 << 10)).unwrap();
+        append_range(&mut st.wal, 1, 700, 1, 100);
+        first_of_second = st.wal.segments()[1].1;
+        st.wal.truncate_suffix(first_of_second).unwrap();
+    }
+    // Free every ledger slot (seq fields at 64 + 32k).
+    let ledger = dir.path().join(format::LEDGER_FILE);
+    let mut img = std::fs::read(&ledger).unwrap();
+    for k in 0..format::LEDGER_SLOTS {
+        let at = format::LEDGER_HEADER_BYTES + k * format::LEDGER_SLOT_BYTES;
+        img[at..at + 8].fill(0);
+    }
+    std::fs::write(&ledger, &img).unwrap();
+    let st = Storage::open(dir.path(), opts("always", 64 << 10)).unwrap();
+    assert_eq!(st.wal.last_index(), first_of_second.prev());
+    check_range(&st.wal, 1, first_of_second.0 - 1, 1, 100);
+}

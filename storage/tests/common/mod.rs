@@ -66,3 +66,72 @@ pub fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
     v.sort();
     v
 }
+
+/// Flips one bit of a file.
+pub fn flip_bit(path: &Path, offset: u64, bit: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 1 << bit;
+    f.write_all_at(&b, offset).unwrap();
+}
+
+/// Overwrites `[offset, offset+len)` of a file with `byte`.
+pub fn fill(path: &Path, offset: u64, len: u64, byte: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    f.write_all_at(&vec![byte; len as usize], offset).unwrap();
+}
+
+/// Reads `[offset, offset+len)` of a file.
+pub fn read_bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).unwrap();
+    let mut v = vec![0u8; len as usize];
+    f.read_exact_at(&mut v, offset).unwrap();
+    v
+}
+
+/// (segment path, record offset, record info) of the record with `index`.
+pub fn find_record(dir: &Path, index: u64) -> (std::path::PathBuf, inspect::RecordInfo) {
+    for p in segment_files(dir) {
+        for r in inspect::records(&p).unwrap() {
+            if r.index == LogIndex(index) && r.checksum_ok {
+                return (p, r);
+            }
+        }
+    }
+    panic!("record {index} not found");
+}
+
+/// Every entry of the log, checking contiguity.
+pub fn all_entries(wal: &Wal) -> Vec<Entry> {
+    if wal.last_index() < wal.first_index() {
+        return Vec::new();
+    }
+    let v = wal.read(wal.first_index(), usize::MAX, u64::MAX).unwrap();
+    assert_eq!(v.len() as u64, wal.last_index().0 - wal.first_index().0 + 1);
+    v
+}
+
+/// Polls `cond` until it holds or `secs` pass (no fixed sleeps in tests).
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::yield_now();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    cond()
+}
