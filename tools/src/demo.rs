@@ -149,7 +149,7 @@ fn crash_case(dir: &Path, policy: FsyncPolicy, sync_at: Option<u64>) -> Result<(
     let (kept, lost) = rep
         .segments
         .iter()
-        .fold((0, 0), |(k, l), s| (k + s.2, l + s.3));
+        .fold((0, 0), |(k, l), s| (k + s.sectors_kept, l + s.sectors_lost));
     println!(
         "  power cut (seed {}, mode {}): {} unsynced sectors kept, {} lost (zeroed)",
         rep.seed, rep.mode, kept, lost
@@ -188,7 +188,7 @@ fn demo(base: &Path, quick: bool) -> Result<()> {
         size: 256,
         policy: FsyncPolicy::Never,
         segment_bytes: 64 << 20,
-        zero_fill: true,
+        zero_fill: None,
         baseline_syncs: 100,
         baselines: true,
         progress: true,
@@ -202,7 +202,7 @@ fn demo(base: &Path, quick: bool) -> Result<()> {
         size: 4096,
         policy: FsyncPolicy::Always,
         segment_bytes: 64 << 20,
-        zero_fill: true,
+        zero_fill: None,
         baseline_syncs: always_n.min(300),
         baselines: true,
         progress: true,

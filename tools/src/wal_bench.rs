@@ -64,12 +64,11 @@ pub struct BenchArgs {
     /// Segment file size, MiB.
     #[arg(long = "segment-mib", default_value_t = 64)]
     pub segment_mib: u64,
-    /// Create segments with fallocate only, without zero-filling them (storage's
-    /// `WalOptions::zero_fill_segments = false`): cheaper segment preparation, but then the
-    /// first write to each page converts an unwritten extent, and an append-path sync may have
-    /// to write metadata.
-    #[arg(long)]
-    pub no_zero_fill: bool,
+    /// Zero-fill new segments when preparing them (`true`) or only fallocate them (`false`).
+    /// Default: the storage default for the policy (on under always/batch, off under
+    /// interval/never).
+    #[arg(long = "zero-fill", value_name = "BOOL")]
+    pub zero_fill: Option<bool>,
     /// Iterations of the fdatasync baseline (it also stops after 3 s).
     #[arg(long = "baseline-syncs", default_value_t = 1000)]
     pub baseline_syncs: u64,
@@ -146,7 +145,8 @@ pub struct BenchParams {
     pub size: u64,
     pub policy: FsyncPolicy,
     pub segment_bytes: u64,
-    pub zero_fill: bool,
+    /// `None`: the storage default for the policy.
+    pub zero_fill: Option<bool>,
     pub baseline_syncs: u64,
     pub baselines: bool,
     pub progress: bool,
@@ -160,7 +160,7 @@ impl BenchParams {
             size: a.size,
             policy: a.fsync,
             segment_bytes: a.segment_mib.saturating_mul(1 << 20),
-            zero_fill: !a.no_zero_fill,
+            zero_fill: a.zero_fill,
             baseline_syncs: a.baseline_syncs,
             baselines: !a.no_baselines,
             progress: true,
@@ -195,6 +195,7 @@ pub fn run_bench(p: &BenchParams) -> Result<BenchReport> {
     opts.wal.fsync_policy = p.policy;
     opts.wal.segment_bytes = p.segment_bytes;
     opts.wal.zero_fill_segments = p.zero_fill;
+    let zero_fill = opts.wal.zero_fill();
     let mut st = Storage::open(&p.dir, opts)
         .with_context(|| format!("opening the log in {}", p.dir.display()))?;
     if p.size > st.wal.entry_bytes_max() {
@@ -302,7 +303,7 @@ pub fn run_bench(p: &BenchParams) -> Result<BenchReport> {
         entries: p.entries,
         entry_bytes: p.size,
         segment_bytes: p.segment_bytes,
-        zero_fill_segments: p.zero_fill,
+        zero_fill_segments: zero_fill,
         first_index: first.0,
         last_index: last.0,
         latency_kind: if p.policy.acknowledges_after_sync() {
@@ -504,7 +505,7 @@ pub fn report_text(r: &BenchReport) -> String {
         if r.zero_fill_segments {
             "zero-filled when prepared"
         } else {
-            "fallocated only (--no-zero-fill)"
+            "fallocated only (not zero-filled)"
         }
     );
     let _ = writeln!(
