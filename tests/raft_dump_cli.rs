@@ -158,6 +158,9 @@ fn every_mode_prints_json_that_parses() {
     assert_eq!(e[0]["payload_bytes"], payload(10).len());
     let v = json(&raft_dump(&[p, "--stats", "--json"]));
     assert_eq!(v["entries"], 600);
+    let payload_bytes: usize = (1..=600).map(|i| payload(i).len()).sum();
+    assert_eq!(v["space"]["payload_bytes"], payload_bytes);
+    assert_eq!(v["space"]["record_header_bytes"], 600 * 32);
     let per_term = v["per_term"].as_array().unwrap();
     assert_eq!(per_term.len(), 2);
     assert_eq!(per_term[0]["entries"], 300);
@@ -352,4 +355,59 @@ fn live_node_directory_is_readable_while_locked_and_appending() {
         .append_one(LogIndex(701), LogTerm(1), EntryKind(0), b"x")
         .unwrap();
     st.close().unwrap();
+}
+
+#[test]
+fn snapshots_hard_state_and_compaction_are_summarised_and_verified() {
+    use shmraft::storage::HardState;
+    let d = tempfile::tempdir().unwrap();
+    {
+        let mut st = Storage::open(d.path(), opts(FsyncPolicy::Always)).unwrap();
+        for i in 1..=900 {
+            st.wal
+                .append_one(LogIndex(i), LogTerm(3), EntryKind(0), &payload(i))
+                .unwrap();
+        }
+        st.hard_state
+            .save(&HardState {
+                current_term: LogTerm(3),
+                voted_for: 2,
+                commit_index: LogIndex(880),
+            })
+            .unwrap();
+        let meta = st
+            .snapshots
+            .install(LogIndex(500), LogTerm(3), b"members", &b"state"[..])
+            .unwrap();
+        st.wal.compact(LogIndex(500), LogTerm(3)).unwrap();
+        st.close().unwrap();
+        let o = raft_dump(&[meta.path.to_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("last index 500 term 3"),
+            "{}",
+            stdout(&o)
+        );
+        let o = raft_dump(&[meta.path.to_str().unwrap(), "--verify"]);
+        assert_eq!(code(&o), 0, "{}", stdout(&o));
+        // A flipped bit in the snapshot body is corruption.
+        let len = std::fs::metadata(&meta.path).unwrap().len();
+        flip_bit(&meta.path, len - 64 - 2);
+        let o = raft_dump(&[meta.path.to_str().unwrap(), "--verify"]);
+        assert_eq!(code(&o), 1, "{}", stdout(&o));
+        assert!(stdout(&o).contains("checksum"), "{}", stdout(&o));
+    }
+    let p = d.path().to_str().unwrap();
+    let o = raft_dump(&[p]);
+    let s = stdout(&o);
+    assert!(s.contains("term 3, voted for 2, commit index 880"), "{s}");
+    assert!(s.contains("compacted: up to index 500 term 3"), "{s}");
+    assert!(s.contains("snapshots: 1"), "{s}");
+    let v = json(&raft_dump(&[p, "--json"]));
+    assert_eq!(v["hard_state"]["commit_index"], 880);
+    assert_eq!(v["compacted"]["index"], 500);
+    assert_eq!(v["snapshots"][0]["valid"], false);
+    let o = raft_dump(&[d.path().join("hardstate").to_str().unwrap()]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("voted for 2"), "{}", stdout(&o));
 }

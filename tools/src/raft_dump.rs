@@ -315,6 +315,7 @@ fn write_segment_line(out: &mut dyn Write, s: &SegmentInfo) -> io::Result<()> {
         (Err(e), _, _) => format!("BAD HEADER: {e}"),
         (Ok(_), true, _) => "sealed".into(),
         (Ok(_), false, FooterStatus::Invalid(w)) => format!("open, damaged footer: {w}"),
+        (Ok(_), false, _) if s.record_count == 0 => "open, empty (prepared ahead)".into(),
         (Ok(_), false, _) => "open".into(),
     };
     let synced = match s.synced_bytes {
