@@ -38,7 +38,9 @@ pub struct WalOptions {
     /// preparer thread, so an append-path sync flushes data only (no extent-conversion journal
     /// commit), at the price of writing every segment byte twice. `None` (default): on under
     /// `always` and `batch` (sync latency matters), off under `interval` and `never`
-    /// (throughput matters).
+    /// (throughput matters). Without zero fill the preparer pre-faults the mapping writable
+    /// (MADV_POPULATE_WRITE) so page allocation and zeroing stay off the append path; the kernel
+    /// then writes those zero pages back in the background.
     pub zero_fill_segments: Option<bool>,
 }
 
@@ -254,6 +256,10 @@ struct Preparer {
     tx: Option<mpsc::Sender<u64>>,
     rx: mpsc::Receiver<Result<Segment>>,
     pending: bool,
+    /// Ask for the next segment only once the active one is half full (zero-filling policies):
+    /// a 64 MiB zero fill competes for the disk with the append path's syncs, so it should not
+    /// run right after open or rotation, when a burst of synced appends is likely.
+    defer: bool,
     next_seq: u64,
     handle: Option<JoinHandle<()>>,
 }
@@ -265,6 +271,9 @@ impl Preparer {
         let handle = std::thread::Builder::new()
             .name("wal-preparer".into())
             .spawn(move || {
+                if zero_fill {
+                    set_io_priority_idle();
+                }
                 while let Ok(seq) = req_rx.recv() {
                     let r = Segment::create(&dir, seq, bytes, zero_fill, &faults);
                     if res_tx.send(r).is_err() {
@@ -277,10 +286,13 @@ impl Preparer {
             tx: Some(tx),
             rx,
             pending: false,
+            defer: zero_fill,
             next_seq,
             handle,
         };
-        p.request();
+        if !p.defer {
+            p.request();
+        }
         p
     }
 
@@ -314,10 +326,30 @@ impl Preparer {
         };
         if r.is_ok() {
             self.next_seq += 1;
-            self.request();
+            if !self.defer {
+                self.request();
+            }
         }
         r
     }
+}
+
+/// Puts the calling thread in the idle I/O class (ioprio_set(2); honoured by the mq-deadline
+/// and BFQ schedulers), so a segment's zero fill yields the disk to the append path's syncs.
+/// Best effort: ignored where unsupported.
+fn set_io_priority_idle() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: ioprio_set takes three integers (who = 0: the calling thread); no memory of ours.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        )
+    };
 }
 
 impl Drop for Preparer {
@@ -873,6 +905,9 @@ impl Wal {
         wal.active
             .offsets
             .reserve((wal.opts.segment_bytes / 256) as usize);
+        if wal.active.write_pos > wal.opts.segment_bytes / 2 {
+            wal.preparer.request();
+        }
         wal.start_background();
         tracing::debug!(dir = %dir.display(), first = %wal.first_index, last = %wal.last_index,
             segments = wal.segs.len(), "write-ahead log opened");
@@ -1269,6 +1304,9 @@ impl Wal {
         self.active.offsets.push(pos as u32);
         self.active.chain.update(&header[..4]);
         self.active.write_pos = pos + need;
+        if self.preparer.defer && !self.preparer.pending && self.active.write_pos > seg_bytes / 2 {
+            self.preparer.request();
+        }
         act.last = e.index;
         self.last_index = e.index;
         self.last_term = e.term;
