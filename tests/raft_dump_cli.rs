@@ -411,3 +411,55 @@ fn snapshots_hard_state_and_compaction_are_summarised_and_verified() {
     assert_eq!(code(&o), 0);
     assert!(stdout(&o).contains("voted for 2"), "{}", stdout(&o));
 }
+
+#[test]
+fn live_node_appending_and_compacting_meanwhile_never_breaks_raft_dump() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_path_buf();
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (dir, stop, progress) = (dir.clone(), stop.clone(), progress.clone());
+        std::thread::spawn(move || {
+            let mut st = Storage::open(&dir, opts(FsyncPolicy::batch_default())).unwrap();
+            let mut i = 0u64;
+            // Keep the node busy until raft-dump has run enough times (bounded either way).
+            while !stop.load(Ordering::Acquire) && i < 2_000_000 {
+                i += 1;
+                st.wal
+                    .append_one(LogIndex(i), LogTerm(1), EntryKind(0), &payload(i))
+                    .unwrap();
+                if i % 1500 == 0 {
+                    // A snapshot at i - 500 lets the node drop whole old segments.
+                    st.wal.compact(LogIndex(i - 500), LogTerm(1)).unwrap();
+                }
+                progress.store(i, Ordering::Release);
+            }
+            st.close().unwrap();
+        })
+    };
+    // Wait until the node has compacted at least twice (a condition, not a fixed sleep).
+    while progress.load(Ordering::Acquire) < 3000 {
+        assert!(!writer.is_finished(), "the writer stopped early");
+        std::thread::yield_now();
+    }
+    let p = dir.to_str().unwrap();
+    for _ in 0..5 {
+        for args in [
+            vec![p],
+            vec![p, "--entries", "--json"],
+            vec![p, "--verify"],
+            vec![p, "--stats"],
+        ] {
+            let o = raft_dump(&args);
+            let out = stdout(&o);
+            let tail = &out[out.len().saturating_sub(2000)..];
+            assert_eq!(code(&o), 0, "{args:?}: ...{tail}{}", stderr(&o));
+        }
+    }
+    stop.store(true, Ordering::Release);
+    writer.join().unwrap();
+    assert!(progress.load(Ordering::Acquire) >= 3000);
+}

@@ -114,6 +114,32 @@ fn read_err(e: impl std::fmt::Display) -> DumpError {
     DumpError::Read(e.to_string())
 }
 
+/// Attempts at reading a live directory: a node compacting its log may delete a segment
+/// between the directory listing and the read, so a failed read is retried with a fresh
+/// listing.
+const LIVE_DIR_ATTEMPTS: usize = 3;
+
+fn with_retries<T>(f: impl Fn() -> shmraft_storage::Result<T>) -> Result<T, DumpError> {
+    let mut last = None;
+    for _ in 0..LIVE_DIR_ATTEMPTS {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(read_err(last.map(|e| e.to_string()).unwrap_or_default()))
+}
+
+/// Whether `e` says the file is gone (a live node deleted it after compaction).
+fn vanished(e: &shmraft_storage::StorageError) -> bool {
+    matches!(e, shmraft_storage::StorageError::Io { source, .. }
+        if source.kind() == io::ErrorKind::NotFound)
+}
+
+fn inspect_dir(path: &Path) -> Result<DirInfo, DumpError> {
+    with_retries(|| inspect::inspect_dir(path))
+}
+
 /// Decides what `path` is, from its type and name (with a hint from its magic bytes).
 pub fn classify(path: &Path) -> Result<Target, DumpError> {
     let meta = std::fs::metadata(path)
@@ -521,7 +547,7 @@ fn summary_mode(
 ) -> Result<u8, DumpError> {
     match target {
         Target::Dir => {
-            let d = inspect::inspect_dir(path).map_err(read_err)?;
+            let d = inspect_dir(path)?;
             if js {
                 writeln!(out, "{}", dir_json(&d))?;
             } else {
@@ -598,8 +624,7 @@ fn segments_for(
     range: IndexRange,
 ) -> Result<Vec<SegmentInfo>, DumpError> {
     match target {
-        Target::Dir => Ok(inspect::inspect_dir(path)
-            .map_err(read_err)?
+        Target::Dir => Ok(inspect_dir(path)?
             .segments
             .into_iter()
             .filter(|s| range.overlaps(s))
@@ -640,6 +665,8 @@ fn entries_mode(
     let segs = segments_for(path, target, range)?;
     let mut listed = 0u64;
     let mut bad = 0u64;
+    let mut unreadable: Vec<String> = Vec::new();
+    let mut compacted_away: Vec<String> = Vec::new();
     if js {
         write!(
             out,
@@ -655,7 +682,18 @@ fn entries_mode(
     }
     for s in &segs {
         // Records are read one segment at a time, so memory stays bounded by a segment.
-        let recs = inspect::records(&s.path).map_err(read_err)?;
+        let recs = match inspect::records(&s.path) {
+            Ok(r) => r,
+            Err(e) if vanished(&e) => {
+                // Deleted by a live node's compaction since the listing: not a problem.
+                compacted_away.push(s.path.display().to_string());
+                continue;
+            }
+            Err(e) => {
+                unreadable.push(e.to_string());
+                continue;
+            }
+        };
         for r in recs.iter().filter(|r| range.contains(r.index)) {
             let rendered = if r.payload.len() == r.payload_len as usize {
                 printer.render(r.kind.0, &r.payload)
@@ -691,11 +729,29 @@ fn entries_mode(
         }
     }
     if js {
-        writeln!(out, "],\"listed\":{listed},\"bad_checksums\":{bad}}}")?;
+        writeln!(
+            out,
+            "],\"listed\":{listed},\"bad_checksums\":{bad},\"unreadable_segments\":{},\"compacted_away_segments\":{}}}",
+            json!(unreadable),
+            json!(compacted_away)
+        )?;
     } else {
         writeln!(out, "{listed} entries listed, {bad} with a bad checksum")?;
+        for u in &unreadable {
+            writeln!(out, "unreadable segment (skipped): {u}")?;
+        }
+        for c in &compacted_away {
+            writeln!(
+                out,
+                "segment deleted by the node while reading (compacted): {c}"
+            )?;
+        }
     }
-    Ok(EXIT_OK)
+    Ok(if unreadable.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_CORRUPT
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -735,8 +791,17 @@ fn stats_mode(
     let mut per_term: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut sp = SpaceStats::default();
     let (mut n, mut min, mut max) = (0u64, u64::MAX, 0u64);
+    let mut skipped = 0usize;
     for s in &segs {
-        let recs = inspect::records(&s.path).map_err(read_err)?;
+        let recs = match inspect::records(&s.path) {
+            Ok(r) => r,
+            // Deleted by a live node's compaction since the listing: nothing to count.
+            Err(e) if vanished(&e) => continue,
+            Err(_) => {
+                skipped += 1;
+                continue;
+            }
+        };
         let mut rec_bytes = 0u64;
         let mut counted = 0u64;
         for r in recs.iter().filter(|r| r.checksum_ok) {
@@ -795,15 +860,16 @@ fn stats_mode(
             "per_term": per_term.iter().map(|(t, (c, b))| json!({"term": t, "entries": c, "payload_bytes": b})).collect::<Vec<_>>(),
             "space": sp,
             "overhead_bytes": overhead,
+            "unreadable_segments": skipped,
         });
         writeln!(out, "{v}")?;
         return Ok(EXIT_OK);
     }
     writeln!(
         out,
-        "stats of {} ({} segments read)",
+        "stats of {} ({} segments read, {skipped} unreadable)",
         path.display(),
-        segs.len()
+        segs.len() - skipped
     )?;
     if n == 0 {
         writeln!(out, "  no entries in range")?;
@@ -942,7 +1008,11 @@ impl VerifyReport {
 
 /// Verifies `path` (any [`Target`]) and summarises what was checked.
 pub fn verify_path(path: &Path, target: Target) -> Result<VerifyReport, DumpError> {
-    let problems = inspect::verify(path).map_err(read_err)?;
+    let problems = if target == Target::Dir {
+        with_retries(|| inspect::verify(path))?
+    } else {
+        inspect::verify(path).map_err(read_err)?
+    };
     let mut r = VerifyReport {
         problems,
         segments: 0,
@@ -954,7 +1024,7 @@ pub fn verify_path(path: &Path, target: Target) -> Result<VerifyReport, DumpErro
     };
     let segs = match target {
         Target::Dir => {
-            let d = inspect::inspect_dir(path).map_err(read_err)?;
+            let d = inspect_dir(path)?;
             r.durable_index = durable_index(&d);
             r.snapshots = d.snapshots.len();
             d.segments
