@@ -33,6 +33,11 @@ fn demo_quick_runs_every_section_and_finds_the_flipped_bit() {
         "{out}"
     );
     assert!(out.contains("=> reported exactly"), "{out}");
+    // raft-dump's kv payload printer reads the session envelope around the KV command.
+    assert!(
+        out.contains("client 42 seq") && out.contains("put \"key-"),
+        "{out}"
+    );
     // It cleans up after itself.
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
 }

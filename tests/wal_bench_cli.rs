@@ -157,6 +157,36 @@ fn bench_always_counts_one_sync_per_entry() {
 }
 
 #[test]
+fn bench_interval_acknowledges_before_durable_and_syncs_in_the_background() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("log");
+    let v = json(&run(
+        SHMRAFT,
+        &[
+            "wal",
+            "bench",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--entries",
+            "500",
+            "--size",
+            "128",
+            "--fsync",
+            "interval:1",
+            "--no-baselines",
+            "--json",
+        ],
+    ));
+    assert_eq!(v["latency_kind"], "acknowledged-not-durable");
+    assert_eq!(v["policy"], "interval:1");
+    assert_eq!(v["last_index"], 500);
+    // Closing syncs what is left, so the log verifies clean and is fully durable.
+    let o = run(RAFT_DUMP, &[dir.to_str().unwrap(), "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["durable_index"], 500, "{s}");
+}
+
+#[test]
 fn open_bench_reports_recovery_time_of_an_existing_log() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("log");
