@@ -22,7 +22,9 @@ pub(crate) struct Segment {
     /// Checksum seed of every record in this segment (the header CRC).
     pub seed: u32,
     map: memmap2::MmapRaw,
-    _file: File,
+    /// Kept for `pwritev` on writable segments; dropped for sealed segments found at open, so a
+    /// long log does not hold one descriptor per segment (the mapping stays valid).
+    file: Option<File>,
     /// End of the bytes the writer has produced (records, or the whole file once sealed).
     /// Stored by the writer with Release *before* `written_last`.
     pub written: AtomicU64,
@@ -69,7 +71,7 @@ impl Segment {
             bytes,
             seed,
             map,
-            _file: file,
+            file: Some(file),
             written: AtomicU64::new(SEGMENT_HEADER_BYTES),
             written_last: AtomicU64::new(0),
             synced: AtomicU64::new(SEGMENT_HEADER_BYTES),
@@ -212,19 +214,31 @@ impl Segment {
             std::io::IoSlice::new(header),
             std::io::IoSlice::new(payload),
         ];
-        let n = nix::sys::uio::pwritev(&self._file, &iov, offset as libc::off_t)
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("segment has no open descriptor"))?;
+        let n = nix::sys::uio::pwritev(file, &iov, offset as libc::off_t)
             .map_err(std::io::Error::from)?;
         // Short write: finish it byte-exactly from where it stopped.
         if n < header.len() {
-            self._file.write_all_at(&header[n..], offset + n as u64)?;
-            self._file
-                .write_all_at(payload, offset + header.len() as u64)?;
+            file.write_all_at(&header[n..], offset + n as u64)?;
+            file.write_all_at(payload, offset + header.len() as u64)?;
         } else if n < total {
             let done = n - header.len();
-            self._file
-                .write_all_at(&payload[done..], offset + n as u64)?;
+            file.write_all_at(&payload[done..], offset + n as u64)?;
         }
         Ok(())
+    }
+
+    /// Whether records can be written with `pwritev` (the descriptor is open).
+    pub(crate) fn has_fd(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Closes the descriptor of a sealed segment (the mapping stays valid).
+    pub(crate) fn release_fd(&mut self) {
+        self.file = None;
     }
 
     /// The mapping (for msync).

@@ -611,7 +611,7 @@ impl Wal {
                 to_delete.push(path);
                 continue;
             }
-            let seg = Segment::map_existing(&path, seq, header.segment_bytes, header.seed)?;
+            let mut seg = Segment::map_existing(&path, seq, header.segment_bytes, header.seed)?;
             let tb = seg
                 .slice(seg.bytes - TRAILER_BYTES, TRAILER_BYTES)
                 .unwrap_or(&[]);
@@ -659,6 +659,7 @@ impl Wal {
                     }
                     expect = Some(t.last_index.next());
                     prev_term = t.last_term;
+                    seg.release_fd();
                     seg.sealed.store(true, Ordering::Release);
                     seg.publish(seg.bytes, t.last_index.0);
                     let synced = if ledger_known { synced } else { seg.bytes };
@@ -1273,7 +1274,7 @@ impl Wal {
         let seg = &act.seg;
         let pos = self.active.write_pos;
         let header = format::encode_record_header(seg.seed, e.index, e.term, e.kind, e.payload);
-        if self.write_by_pwrite || len >= PWRITE_PAYLOAD_BYTES_MIN {
+        if (self.write_by_pwrite || len >= PWRITE_PAYLOAD_BYTES_MIN) && seg.has_fd() {
             // Under `always` every append pays a sync anyway, and a page dirtied through a
             // shared mapping costs more to sync than one dirtied by pwrite: writeback must
             // write-protect the mapping again (page_mkclean, a TLB shootdown) and the next
