@@ -22,7 +22,7 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// shmraft: a persistent Raft consensus engine whose nodes are separate processes on one host.
 #[derive(Parser, Debug)]
-#[command(name = "shmraft", version, about, long_about = None)]
+#[command(name = "shmraft", version)]
 pub struct ShmraftCli {
     #[command(subcommand)]
     pub command: Command,

@@ -46,7 +46,6 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(
     name = "raft-dump",
     version,
-    about,
     after_help = "Exit status: 0 success (--verify: no corruption), 1 corruption found or input \
                   not a readable shmraft file, 2 usage error."
 )]

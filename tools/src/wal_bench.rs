@@ -69,7 +69,8 @@ pub struct BenchArgs {
     /// interval/never).
     #[arg(long = "zero-fill", value_name = "BOOL")]
     pub zero_fill: Option<bool>,
-    /// Iterations of the fdatasync baseline (it also stops after 3 s).
+    /// Iterations of the fdatasync baseline: spread over the run under always/batch, after
+    /// it (stopping after 3 s) under interval/never.
     #[arg(long = "baseline-syncs", default_value_t = 1000)]
     pub baseline_syncs: u64,
     /// Skip the baselines.
