@@ -246,7 +246,7 @@ impl<S: StateMachine> Node<S> {
             voters: cfg.voters.clone(),
             voters_outgoing: Vec::new(),
         };
-        let store = WalLogStore::new(storage, membership);
+        let store = WalLogStore::new(storage, membership)?;
         let hard_state = store.hard_state();
         // Distinct per node and per incarnation; determinism is the simulator's business.
         let seed = wall_ms() ^ (cfg.id.get() << 48) ^ u64::from(std::process::id());

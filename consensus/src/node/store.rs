@@ -93,12 +93,59 @@ impl std::fmt::Debug for WalLogStore {
 }
 
 impl WalLogStore {
-    pub fn new(storage: st::Storage, initial_membership: Membership) -> WalLogStore {
-        WalLogStore {
+    /// Wraps an opened data directory, first completing an InstallSnapshot that a crash
+    /// interrupted (see [`WalLogStore::reconcile_with_snapshot`]).
+    pub fn new(
+        storage: st::Storage,
+        initial_membership: Membership,
+    ) -> Result<WalLogStore, st::StorageError> {
+        let mut s = WalLogStore {
             storage,
             initial_membership,
             incoming: None,
+        };
+        s.reconcile_with_snapshot()?;
+        Ok(s)
+    }
+
+    /// Fault-matrix C8. Installing a received snapshot is two durable steps: the snapshot file
+    /// (sync, rename, directory sync), then discarding the log. A crash between them leaves the
+    /// new snapshot beside an old log that may end before it or disagree with it at its last
+    /// included index. Such a log does not continue the snapshot (Raft §7: the log is kept only
+    /// if it holds the snapshot's last entry with the same term), so finish the install now:
+    /// discard it. A log that does hold the snapshot's last entry is consistent and kept.
+    pub fn reconcile_with_snapshot(&mut self) -> Result<(), st::StorageError> {
+        let Some(m) = self.storage.snapshots.latest() else {
+            return Ok(());
+        };
+        let (idx, term) = (m.last_index, m.last_term);
+        let wal = &self.storage.wal;
+        if wal.compacted().0 >= idx {
+            return Ok(());
         }
+        let consistent = matches!(wal.term_at(idx), Ok(Some(t)) if t == term);
+        if !consistent {
+            tracing::warn!(dir = %self.storage.dir().display(), snapshot = idx.0,
+                "completing an interrupted snapshot install: discarding a log that does not continue the snapshot");
+            self.discard_log_for_snapshot(idx, term)?;
+        }
+        Ok(())
+    }
+
+    fn discard_log_for_snapshot(
+        &mut self,
+        idx: st::LogIndex,
+        term: st::LogTerm,
+    ) -> Result<(), st::StorageError> {
+        let wal = &mut self.storage.wal;
+        // Drop the suffix first (it may conflict with the snapshot), then the prefix; each step
+        // is recorded durably by the log before it acts (storage rule 14).
+        if wal.last_index() > idx && wal.first_index() <= idx.next() {
+            wal.truncate_suffix(idx.next())?;
+        } else if wal.last_index() > idx {
+            wal.truncate_suffix(wal.first_index())?;
+        }
+        wal.compact(idx, term)
     }
 
     pub fn storage(&self) -> &st::Storage {
@@ -179,17 +226,12 @@ impl WalLogStore {
             "installing a snapshot other than the one received"
         );
         self.storage.snapshots.finish(w)?;
-        let idx = st::LogIndex(meta.last_included_index.get());
-        let term = st::LogTerm(meta.last_included_term.get());
-        let wal = &mut self.storage.wal;
-        // Raft §7: if the log holds entries past the snapshot, they may conflict with it; the
-        // core asked us to discard the whole log, so drop the suffix first, then the prefix.
-        if wal.last_index() > idx && wal.first_index() <= idx.next() {
-            wal.truncate_suffix(idx.next())?;
-        } else if wal.last_index() > idx {
-            wal.truncate_suffix(wal.first_index())?;
-        }
-        wal.compact(idx, term)
+        // A crash here is completed by `reconcile_with_snapshot` at the next open.
+        // Raft §7: the core asked us to discard the whole log.
+        self.discard_log_for_snapshot(
+            st::LogIndex(meta.last_included_index.get()),
+            st::LogTerm(meta.last_included_term.get()),
+        )
     }
 
     /// Appends entries, first truncating every entry at or after `entries[0].index` (conflict
@@ -457,6 +499,123 @@ mod tests {
         fn membership_decoder_never_panics(b in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = decode_membership(&b);
         }
+    }
+
+    fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
+        (lo..=hi)
+            .map(|i| Entry {
+                index: Index(i),
+                term: Term(term),
+                kind: EntryKind::Normal,
+                data: Payload::from_slice(format!("e{i}").as_bytes()),
+            })
+            .collect()
+    }
+
+    fn open(dir: &std::path::Path) -> WalLogStore {
+        let mut opts = st::StorageOptions::default();
+        opts.wal.segment_bytes = 1 << 20;
+        let storage = st::Storage::open(dir, opts).unwrap();
+        WalLogStore::new(storage, Membership::default()).unwrap()
+    }
+
+    fn received_snapshot(store: &mut WalLogStore, index: u64, term: u64) -> SnapshotMeta {
+        let meta = SnapshotMeta {
+            last_included_index: Index(index),
+            last_included_term: Term(term),
+            membership: Membership {
+                voters: vec![NodeId(1), NodeId(2), NodeId(3)],
+                voters_outgoing: vec![],
+            },
+        };
+        for (offset, part) in [(0u64, &b"state-"[..]), (6, &b"bytes"[..])] {
+            store
+                .write_snapshot_chunk(&SnapshotChunk {
+                    meta: meta.clone(),
+                    offset,
+                    data: Payload::from_slice(part),
+                })
+                .unwrap();
+        }
+        meta
+    }
+
+    /// C8: a crash after the received snapshot became durable but before the old log was
+    /// discarded. The next open completes the install: the log continues the snapshot.
+    #[test]
+    fn c8_crash_between_snapshot_install_and_log_discard_is_completed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        store.append_entries(&entries(1, 50, 1)).unwrap();
+        let meta = received_snapshot(&mut store, 100, 2);
+        // The first durable step of install_snapshot, then the "crash".
+        let (_, w) = store.incoming.take().unwrap();
+        store.storage.snapshots.finish(w).unwrap();
+        drop(store);
+
+        let mut store = open(dir.path());
+        assert_eq!(store.snapshot_meta(), meta);
+        assert_eq!(store.first_index(), Index(101));
+        assert_eq!(store.last_index(), Index(100));
+        assert_eq!(store.term(Index(100)), Ok(Term(2)));
+        assert!(matches!(
+            store.term(Index(40)),
+            Err(LogError::Compacted { .. })
+        ));
+        // The log continues the snapshot.
+        store.append_entries(&entries(101, 105, 2)).unwrap();
+        let mut out = Vec::new();
+        store
+            .entries(Index(101), Index(106), u64::MAX, &mut out)
+            .unwrap();
+        assert_eq!(out, entries(101, 105, 2));
+        let (m, data) = store.read_snapshot().unwrap().unwrap();
+        assert_eq!((m, data), (meta, b"state-bytes".to_vec()));
+    }
+
+    /// C8: a crash in the middle of receiving a snapshot leaves the old state: the partial file
+    /// is swept at open, the log and the previous snapshot are intact.
+    #[test]
+    fn c8_crash_while_receiving_a_snapshot_keeps_the_old_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        store.append_entries(&entries(1, 20, 1)).unwrap();
+        received_snapshot(&mut store, 100, 2); // chunks written, never installed
+        std::mem::forget(store.incoming.take()); // a crash: no destructor removes the file
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.snapshot_meta().last_included_index, Index(0));
+        assert_eq!(
+            (store.first_index(), store.last_index()),
+            (Index(1), Index(20))
+        );
+        let partials = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".partial")
+            })
+            .count();
+        assert_eq!(partials, 0, "a partial snapshot was left behind");
+    }
+
+    /// A log that holds the snapshot's last entry with the same term continues it: kept.
+    #[test]
+    fn a_log_consistent_with_the_snapshot_is_kept_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        store.append_entries(&entries(1, 120, 2)).unwrap();
+        let meta = received_snapshot(&mut store, 100, 2);
+        let (_, w) = store.incoming.take().unwrap();
+        store.storage.snapshots.finish(w).unwrap();
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.snapshot_meta(), meta);
+        assert_eq!(store.last_index(), Index(120));
+        assert_eq!(store.term(Index(110)), Ok(Term(2)));
     }
 
     #[test]
