@@ -41,7 +41,7 @@ pub use frame::{
     Reassembly, frame_checksum, record_bytes,
 };
 #[cfg(feature = "fault-injection")]
-pub use ring::FAULT_STOP_AT_STEP;
+pub use ring::{FAULT_SIGNAL, FAULT_STOP_AT_STEP};
 pub use ring::{
     RING_DATA_OFFSET, RING_HEADER_BYTES, RING_LAYOUT_VERSION, RING_MAGIC, RING_MAX_BYTES,
     RING_MIN_BYTES, RingHeader, read_ring_header,

@@ -243,13 +243,19 @@ pub fn read_ring_header(path: &Path) -> std::io::Result<Result<RingHeader, Heade
 #[cfg(feature = "fault-injection")]
 pub static FAULT_STOP_AT_STEP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// Test-only: the signal the writer raises at `FAULT_STOP_AT_STEP` (default SIGSTOP; SIGKILL
+/// makes a process die mid-frame by itself).
+#[cfg(feature = "fault-injection")]
+pub static FAULT_SIGNAL: std::sync::atomic::AtomicI32 =
+    std::sync::atomic::AtomicI32::new(libc::SIGSTOP);
+
 #[inline]
 fn fault_point(_step: u32) {
     #[cfg(feature = "fault-injection")]
     if FAULT_STOP_AT_STEP.load(Ordering::Relaxed) == _step {
         FAULT_STOP_AT_STEP.store(0, Ordering::Relaxed);
         // SAFETY: raise(2) has no memory-safety preconditions.
-        unsafe { libc::raise(libc::SIGSTOP) };
+        unsafe { libc::raise(FAULT_SIGNAL.load(Ordering::Relaxed)) };
     }
 }
 
