@@ -449,6 +449,11 @@ impl Transport {
             return Ok(false);
         }
         let max_frame = (out.capacity() / 4) as usize - FRAME_HEADER_BYTES;
+        if frames.iter().all(|f| f.payload.len() <= max_frame)
+            && !out.fits(frames.iter().map(|f| f.payload.len()))?
+        {
+            return Ok(false);
+        }
         let mut large_started = false;
         let mut written = 0u64;
         for (n, f) in frames.iter().enumerate() {
@@ -600,6 +605,11 @@ impl Transport {
 
     fn announce_wait_for_space(&mut self, i: usize) {
         let link = &mut self.links[i];
+        if link.waiting_space {
+            // Announced once per episode: a sender that retries in a loop must not make the
+            // reader write a wake-up after every drain.
+            return;
+        }
         link.waiting_space = true;
         let Some(out) = link.out.as_mut() else { return };
         match out.wait_for_space(out.capacity() / 2) {
@@ -896,21 +906,24 @@ impl Transport {
         if self.ready() {
             return Ok(());
         }
-        let spin_end = start + Duration::from_micros(self.cfg.spin_us.into());
-        let mut spins = 0u32;
-        loop {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-            if self.ready() {
-                return Ok(());
-            }
-            spins += 1;
-            if spins % 16 == 0 && Instant::now() >= spin_end {
-                break;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(());
+        // Spin briefly (ipc rule 5). PAUSE costs up to ~140 cycles on recent x86, so the clock
+        // is read every few pauses to keep the spin close to `spin_us`.
+        if self.cfg.spin_us > 0 {
+            let spin_end = start + Duration::from_micros(self.cfg.spin_us.into());
+            loop {
+                for _ in 0..4 {
+                    std::hint::spin_loop();
+                }
+                if self.ready() {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                if now >= spin_end {
+                    break;
+                }
+                if deadline.is_some_and(|d| now >= d) {
+                    return Ok(());
+                }
             }
         }
         if !self.before_poll() {
@@ -991,17 +1004,17 @@ impl Transport {
         let Self { links, stats, .. } = self;
         let link = &mut links[i];
         let Some(out) = link.out.as_mut() else { return };
+        // A space wake-up ends the current waiting episode; a new one starts if still short.
+        let was_waiting = std::mem::replace(&mut link.waiting_space, false);
         let result = Self::pump_pending(out, &mut link.pending, stats);
         match result {
             Ok(done) => {
                 self.publish(i);
-                let link = &mut self.links[i];
                 if !done {
                     self.announce_wait_for_space(i);
-                } else if link.waiting_space {
-                    link.waiting_space = false;
-                    self.events
-                        .push_back(LinkEvent::Writable { peer: link.peer });
+                } else if was_waiting {
+                    let peer = self.links[i].peer;
+                    self.events.push_back(LinkEvent::Writable { peer });
                 }
             }
             Err(reason) => self.recreate_out_ring(i, reason),
