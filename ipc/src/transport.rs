@@ -232,7 +232,13 @@ pub struct Transport {
     scratch: Vec<u8>,
     stats: TransportStats,
     next_maintenance: Instant,
+    /// Maintenance rounds so far (selects which links get a liveness check).
+    maintenance_rounds: u64,
 }
+
+/// Most links whose writer pid is checked per maintenance round (each check is a `kill(2)` and
+/// a read of /proc/<pid>/stat); with more links, all are covered over several rounds.
+const LIVENESS_CHECKS_PER_ROUND: usize = 64;
 
 fn new_epoch() -> u64 {
     let ns = SystemTime::now()
@@ -331,6 +337,7 @@ impl Transport {
             events: VecDeque::new(),
             stats: TransportStats::default(),
             next_maintenance: now + interval,
+            maintenance_rounds: 0,
         }))
     }
 
@@ -1179,6 +1186,9 @@ impl Transport {
         self.next_maintenance =
             Instant::now() + Duration::from_millis(self.cfg.maintenance_interval_ms.into());
         self.process_inbox();
+        self.maintenance_rounds += 1;
+        let stride = self.links.len().div_ceil(LIVENESS_CHECKS_PER_ROUND).max(1) as u64;
+        let round = self.maintenance_rounds % stride;
         let mut i = self.links.len();
         while i > 0 {
             i -= 1;
@@ -1198,10 +1208,11 @@ impl Transport {
                 }
             }
             // Reader side: is the writer alive?
-            let writer_dead = self.links[i]
-                .inp
-                .as_ref()
-                .is_some_and(|r| !dir::pid_alive(r.header.writer_pid));
+            let writer_dead = i as u64 % stride == round
+                && self.links[i]
+                    .inp
+                    .as_ref()
+                    .is_some_and(|r| !dir::pid_alive(r.header.writer_pid));
             if writer_dead {
                 tracing::info!(%peer, "peer process is gone");
                 self.link_down(i);
@@ -1217,7 +1228,7 @@ impl Transport {
                 self.try_attach(i, true);
             }
             let link = &mut self.links[i];
-            if link.wake.as_ref().is_some_and(|w| w.peer_gone()) {
+            if i as u64 % stride == round && link.wake.as_ref().is_some_and(|w| w.peer_gone()) {
                 link.wake = None;
             }
             if link.wake.is_none() && !link.dynamic {
