@@ -35,6 +35,12 @@ fn pin(cpu: usize) {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
 }
 
+/// CPU seconds this process has used (user + system), to normalise for a loaded machine.
+fn cpu_secs() -> f64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).unwrap();
+    t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9
+}
+
 fn cfg(rt: &Path, spin_us: u32) -> TransportConfig {
     let mut c = TransportConfig::new(rt, 0xBE);
     c.ring_bytes = 4 << 20;
@@ -75,18 +81,18 @@ fn memcpy_gbps(size: usize, total: usize) -> f64 {
     let src = vec![1u8; size];
     let mut dst = vec![0u8; size];
     let iters = (total / size).max(1);
-    let t = Instant::now();
+    let t = cpu_secs();
     for _ in 0..iters {
         dst.copy_from_slice(std::hint::black_box(&src));
         std::hint::black_box(&mut dst);
     }
-    (iters * size) as f64 / t.elapsed().as_secs_f64() / 1e9
+    (iters * size) as f64 / (cpu_secs() - t) / 1e9
 }
 
 fn memcpy_msgs_per_s(size: usize, n: usize) -> f64 {
     let src = vec![1u8; size];
     let mut ring = vec![0u8; 1 << 20];
-    let t = Instant::now();
+    let t = cpu_secs();
     let mut off = 0;
     for _ in 0..n {
         if off + size > ring.len() {
@@ -96,14 +102,15 @@ fn memcpy_msgs_per_s(size: usize, n: usize) -> f64 {
         off += size;
     }
     std::hint::black_box(&ring);
-    n as f64 / t.elapsed().as_secs_f64()
+    n as f64 / (cpu_secs() - t)
 }
 
 // ---- ring throughput ----------------------------------------------------------------------
 
 /// Parent = node 1 = receiver, spinning on recv (never parks). Returns (frames/s, GB/s,
 /// syscalls per frame on both sides).
-fn ring_throughput(rt: &Path, size: usize, n: u64) -> (f64, f64, f64) {
+/// Returns (frames/s wall, GB/s wall, syscalls/frame, frames per CPU-second of the busier side).
+fn ring_throughput(rt: &Path, size: usize, n: u64) -> (f64, f64, f64, f64) {
     let _ = std::fs::remove_file(rt.join("stop"));
     let mut t = Transport::node(cfg(rt, 50), 1, &[1, 2]).unwrap();
     let mut child = spawn(&[
@@ -120,8 +127,11 @@ fn ring_throughput(rt: &Path, size: usize, n: u64) -> (f64, f64, f64) {
     let before = t.stats();
     let mut got = 0u64;
     let mut start = None;
+    let cpu0 = cpu_secs();
     let cap = Instant::now() + Duration::from_secs(8);
     while got < n && Instant::now() < cap {
+        // Returns at once (no syscall) while data is there; spins spin_us, then parks.
+        t.wait(Some(Duration::from_millis(100))).unwrap();
         let k = t.recv(|i| {
             if let Incoming::Frame(f) = i {
                 std::hint::black_box(f.payload);
@@ -133,6 +143,7 @@ fn ring_throughput(rt: &Path, size: usize, n: u64) -> (f64, f64, f64) {
         got += k as u64;
     }
     let secs = start.unwrap().elapsed().as_secs_f64();
+    let my_cpu = cpu_secs() - cpu0;
     let after = t.stats();
     if std::env::var_os("IPC_BENCH_DEBUG").is_some() {
         eprintln!("parent: got {got} in {secs:.3}s stats {after:?}");
@@ -140,16 +151,21 @@ fn ring_throughput(rt: &Path, size: usize, n: u64) -> (f64, f64, f64) {
     // Tell the sender to stop (it may not have sent all n if we hit the time cap).
     std::fs::write(rt.join("stop"), b"").unwrap();
     let line = child_line(&mut child);
-    let child_syscalls: u64 = line.trim().parse().unwrap();
+    let mut it = line.split_whitespace();
+    let child_syscalls: u64 = it.next().unwrap().parse().unwrap();
+    let child_cpu: f64 = it.next().unwrap().parse().unwrap();
     child.wait().unwrap();
     let mine = (after.wake_reads - before.wake_reads)
         + (after.polls - before.polls)
         + (after.wake_writes - before.wake_writes);
-    let fps = n as f64 / secs;
+    let fps = got as f64 / secs;
+    drop(t);
+    let per_cpu = got as f64 / my_cpu.max(child_cpu);
     (
         fps,
         fps * size as f64 / 1e9,
-        (mine + child_syscalls) as f64 / n as f64,
+        (mine + child_syscalls) as f64 / got as f64,
+        per_cpu,
     )
 }
 
@@ -178,25 +194,43 @@ fn ring_tx(rt: &Path, size: usize, n: u64) {
     }
     let mut sent = 1u64;
     let before = t.stats();
+    let cpu0 = cpu_secs();
     let stop = rt.join("stop");
     let mut fails = 0u64;
+    let mut yields = 0u64;
+    let mut full_since: Option<Instant> = None;
     while sent < n {
         let k = BATCH.min((n - sent) as usize);
         if t.send_batch(Endpoint::Node(1), &frames[..k]).is_ok() {
             sent += k as u64;
+            full_since = None;
         } else {
             fails += 1;
             if fails % 65536 == 0 && stop.exists() {
                 break;
             }
-            std::hint::spin_loop();
+            // Full: spin briefly, then give the CPU away (the receiver may share our core).
+            let since = *full_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_micros(20) {
+                std::thread::yield_now();
+                yields += 1;
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
     let s = t.stats();
     if std::env::var_os("IPC_BENCH_DEBUG").is_some() {
+        eprintln!("child: yields {yields}");
+    }
+    if std::env::var_os("IPC_BENCH_DEBUG").is_some() {
         eprintln!("child: sent {sent} stats {s:?}");
     }
-    println!("{}", s.wake_writes - before.wake_writes);
+    println!(
+        "{} {}",
+        s.wake_writes - before.wake_writes + yields,
+        cpu_secs() - cpu0
+    );
     let _ = std::io::stdout().flush();
     // Stay alive until the receiver is done (our rings vanish with us).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -312,7 +346,7 @@ fn pipe_echo(dir: &Path) {
 
 // ---- Unix domain socket -------------------------------------------------------------------
 
-fn uds_throughput(dir: &Path, size: usize, n: u64) -> (f64, f64, f64) {
+fn uds_throughput(dir: &Path, size: usize, n: u64) -> (f64, f64, f64, f64) {
     let path = dir.join(format!("uds-{size}"));
     let l = UnixListener::bind(&path).unwrap();
     let mut child = spawn(&[
@@ -326,6 +360,7 @@ fn uds_throughput(dir: &Path, size: usize, n: u64) -> (f64, f64, f64) {
     let mut buf = vec![0u8; 1 << 20];
     let (mut have, mut got, mut reads) = (0usize, 0u64, 0u64);
     let mut start = None;
+    let cpu0 = cpu_secs();
     while got < n {
         let k = s.read(&mut buf[have..]).unwrap();
         assert!(k > 0);
@@ -344,13 +379,19 @@ fn uds_throughput(dir: &Path, size: usize, n: u64) -> (f64, f64, f64) {
         have -= off;
     }
     let secs = start.unwrap().elapsed().as_secs_f64();
-    let writes: u64 = child_line(&mut child).trim().parse().unwrap();
+    let my_cpu = cpu_secs() - cpu0;
+    let line = child_line(&mut child);
+    let mut it = line.split_whitespace();
+    let writes: u64 = it.next().unwrap().parse().unwrap();
+    let child_cpu: f64 = it.next().unwrap().parse().unwrap();
     child.wait().unwrap();
     let fps = n as f64 / secs;
+    let per_cpu = n as f64 / my_cpu.max(child_cpu);
     (
         fps,
         fps * size as f64 / 1e9,
         (reads + writes) as f64 / n as f64,
+        per_cpu,
     )
 }
 
@@ -364,13 +405,14 @@ fn uds_tx(path: &Path, size: usize, n: u64) {
     }
     let rec = 4 + size;
     let (mut sent, mut writes) = (0u64, 0u64);
+    let cpu0 = cpu_secs();
     while sent < n {
         let k = BATCH.min((n - sent) as usize);
         s.write_all(&batch[..k * rec]).unwrap();
         writes += 1;
         sent += k as u64;
     }
-    println!("{writes}");
+    println!("{writes} {}", cpu_secs() - cpu0);
 }
 
 fn uds_latency(dir: &Path, n: usize) -> Vec<u64> {
@@ -446,10 +488,12 @@ fn main() {
 
     if let Ok(size) = std::env::var("IPC_BENCH_RING_ONLY") {
         let size: usize = size.parse().unwrap();
-        let (f, g, sys) = ring_throughput(&rt, size, 4_000_000_000 / size as u64);
+        let (f, g, sys, c) = ring_throughput(&rt, size, 4_000_000_000 / size as u64);
         println!(
-            "ring {size} B: {:.2} M frames/s, {g:.2} GB/s, {sys:.5} syscalls/frame",
-            f / 1e6
+            "ring {size} B: {:.2} M frames/s, {g:.2} GB/s, {sys:.5} syscalls/frame; per CPU-second {:.2} M frames, {:.2} GB",
+            f / 1e6,
+            c / 1e6,
+            c * size as f64 / 1e9
         );
         return;
     }
@@ -463,26 +507,29 @@ fn main() {
     println!("| baseline | memcpy 4 KiB hot | {mc4k_hot:.1} GB/s |");
     println!("| baseline | memcpy 64 MiB (DRAM) | {mc64m:.1} GB/s |");
 
-    let (f64s, g64, sys64) = ring_throughput(&rt, 64, 30_000_000 / scale as u64);
+    let (f64s, g64, sys64, c64) = ring_throughput(&rt, 64, 60_000_000 / scale as u64);
     println!(
-        "| ring | 64 B frames, batches of {BATCH}, receiver awake | {:.1} M frames/s, {g64:.2} GB/s, {sys64:.5} syscalls/frame |",
-        f64s / 1e6
+        "| ring | 64 B frames, batches of {BATCH}, receiver awake | {:.2} M frames/s, {g64:.2} GB/s; per CPU-second of the busier side {:.2} M frames; {sys64:.5} syscalls/frame |",
+        f64s / 1e6,
+        c64 / 1e6
     );
-    let (f4k, g4k, sys4k) = ring_throughput(&rt, 4096, 2_000_000 / scale as u64);
+    let (f4k, g4k, sys4k, c4k) = ring_throughput(&rt, 4096, 4_000_000 / scale as u64);
     println!(
-        "| ring | 4 KiB frames, batches of {BATCH}, receiver awake | {:.2} M frames/s, {g4k:.2} GB/s ({:.0}% of DRAM memcpy), {sys4k:.5} syscalls/frame |",
+        "| ring | 4 KiB frames, batches of {BATCH}, receiver awake | {:.2} M frames/s, {g4k:.2} GB/s; per CPU-second {:.2} GB; {sys4k:.5} syscalls/frame |",
         f4k / 1e6,
-        100.0 * g4k / mc64m
+        c4k * 4096.0 / 1e9
     );
-    let (u64s, ug64, usys64) = uds_throughput(dir.path(), 64, 10_000_000 / scale as u64);
+    let (u64s, ug64, usys64, uc64) = uds_throughput(dir.path(), 64, 20_000_000 / scale as u64);
     println!(
-        "| uds | 64 B frames, {BATCH} per write | {:.2} M frames/s, {ug64:.2} GB/s, {usys64:.4} syscalls/frame |",
-        u64s / 1e6
+        "| uds | 64 B frames, {BATCH} per write | {:.2} M frames/s, {ug64:.2} GB/s; per CPU-second {:.2} M frames; {usys64:.4} syscalls/frame |",
+        u64s / 1e6,
+        uc64 / 1e6
     );
-    let (u4k, ug4k, usys4k) = uds_throughput(dir.path(), 4096, 1_000_000 / scale as u64);
+    let (u4k, ug4k, usys4k, uc4k) = uds_throughput(dir.path(), 4096, 2_000_000 / scale as u64);
     println!(
-        "| uds | 4 KiB frames, {BATCH} per write | {:.2} M frames/s, {ug4k:.2} GB/s, {usys4k:.4} syscalls/frame |",
-        u4k / 1e6
+        "| uds | 4 KiB frames, {BATCH} per write | {:.2} M frames/s, {ug4k:.2} GB/s; per CPU-second {:.2} GB; {usys4k:.4} syscalls/frame |",
+        u4k / 1e6,
+        uc4k * 4096.0 / 1e9
     );
 
     let n = 200_000 / scale;
@@ -510,12 +557,19 @@ fn main() {
     );
     println!();
     println!(
-        "ratios: ring 64 B = {:.2}x memcpy-64B rate, {:.1}x UDS; ring 4 KiB = {:.2}x DRAM memcpy, {:.1}x UDS; parked = {:.2}x pipe half-RTT; spinning = {:.3}x pipe half-RTT",
-        f64s / mc64,
-        f64s / u64s,
-        g4k / mc64m,
-        g4k / ug4k,
+        "ratios (per CPU-second): ring 64 B = {:.3}x memcpy-64B copies, {:.2}x UDS; ring 4 KiB = {:.2}x hot 4 KiB memcpy, {:.2}x DRAM memcpy, {:.2}x UDS. Latency: parked = {:.2}x pipe half-RTT; spinning = {:.3}x pipe half-RTT",
+        c64 / mc64,
+        c64 / uc64,
+        c4k * 4096.0 / 1e9 / mc4k_hot,
+        c4k * 4096.0 / 1e9 / mc64m,
+        c4k / uc4k,
         k50 / p50,
         s50 / p50
+    );
+    println!(
+        "load average during the run: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
 }

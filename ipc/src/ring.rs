@@ -57,6 +57,9 @@ pub const WRITER_RETIRED: u64 = 1;
 /// `reader_flags`: the reader found the ring corrupt and asks the writer to recreate it.
 pub const READER_BROKEN: u32 = 1;
 
+/// Bytes copied out of a ring per memcpy while draining (fits in L2 with room to spare).
+const DRAIN_CHUNK_BYTES: u64 = 64 << 10;
+
 const _: () = assert!(RING_HEADER_BYTES <= OFF_TAIL);
 const _: () = assert!(OFF_HEAD - OFF_TAIL >= 128 && OFF_PARK_SEQ - OFF_HEAD >= 128);
 const _: () = assert!(OFF_READER_PID + 4 <= RING_DATA_OFFSET);
@@ -734,6 +737,10 @@ impl RingReader {
         // Each frame is copied out once (header, then payload into `scratch`) and checked in
         // private memory before it is handed up: no reference into shared memory, and no
         // check-then-use race with a hostile writer (ipc rule 3).
+        // Published bytes are copied out in chunks of up to DRAIN_CHUNK_BYTES (one memcpy for
+        // many small frames), then each frame is checked in that private copy.
+        let mut chunk_start = pos;
+        let mut chunk_len = 0u64;
         while pos < tail {
             let off = pos & self.mask;
             let avail = tail - pos;
@@ -745,10 +752,13 @@ impl RingReader {
                 });
                 break;
             }
-            let mut hb = [0u8; FRAME_HEADER_BYTES];
-            self.region
-                .copy_out(RING_DATA_OFFSET + off as usize, &mut hb);
-            let h = match FrameHeader::decode(&hb, pos) {
+            if pos + FRAME_HEADER_BYTES as u64 > chunk_start + chunk_len {
+                chunk_start = pos;
+                chunk_len = avail.min(to_end).min(DRAIN_CHUNK_BYTES);
+                self.copy_chunk(scratch, off, chunk_len);
+            }
+            let at = (pos - chunk_start) as usize;
+            let h = match FrameHeader::decode(&scratch[at..at + FRAME_HEADER_BYTES], pos) {
                 Ok(h) => h,
                 Err(e) => {
                     result = Err(e);
@@ -777,15 +787,17 @@ impl RingReader {
                 }
                 (rec, len)
             };
-            if scratch.len() < len {
-                scratch.resize(len, 0);
+            let end = pos + FRAME_HEADER_BYTES as u64 + len as u64;
+            if end > chunk_start + chunk_len {
+                // A frame longer than what the chunk holds: copy it (from its header) whole.
+                chunk_start = pos;
+                chunk_len = avail.min(to_end).min(DRAIN_CHUNK_BYTES.max(rec));
+                self.copy_chunk(scratch, off, chunk_len);
             }
-            let payload = &mut scratch[..len];
-            self.region.copy_out(
-                RING_DATA_OFFSET + off as usize + FRAME_HEADER_BYTES,
-                payload,
-            );
-            if frame_checksum(epoch, pos, &hb, payload) != h.checksum {
+            let at = (pos - chunk_start) as usize;
+            let (hb, rest) = scratch[at..].split_at(FRAME_HEADER_BYTES);
+            let payload = &rest[..len];
+            if frame_checksum(epoch, pos, hb, payload) != h.checksum {
                 result = Err(ProtocolError::ChecksumMismatch { pos });
                 break;
             }
@@ -815,6 +827,16 @@ impl RingReader {
             .atomic_u64(OFF_HEAD)
             .store(self.head, Ordering::Release);
         result.map(|()| delivered)
+    }
+
+    /// Copies `len` published bytes at data offset `off` into the start of `scratch`.
+    fn copy_chunk(&self, scratch: &mut Vec<u8>, off: u64, len: u64) {
+        let len = len as usize;
+        if scratch.len() < len {
+            scratch.resize(len, 0);
+        }
+        self.region
+            .copy_out(RING_DATA_OFFSET + off as usize, &mut scratch[..len]);
     }
 
     /// After releasing space: whether the writer announced it waits for space since we last
