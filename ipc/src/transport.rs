@@ -902,8 +902,10 @@ impl Transport {
     }
 
     /// Sleeps until something arrives on any link, a link event is pending, or `timeout`
-    /// passes (None: until something arrives). Spins `spin_us` first, then parks in poll(2) on
-    /// the wake-up FIFO. Maintenance (liveness, re-attach, client accept while busy) runs here.
+    /// passes (None: no deadline). Spins `spin_us` first, then parks in poll(2) on the wake-up
+    /// FIFO. May return early (a maintenance round is due every `maintenance_interval_ms`, and
+    /// wake-ups can be spurious): always follow it with `recv`. Maintenance (liveness,
+    /// re-attach, client accept while busy) runs here.
     pub fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
         let start = Instant::now();
         let deadline = timeout.map(|t| start + t);
