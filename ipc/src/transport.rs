@@ -1245,7 +1245,10 @@ impl Transport {
     /// Clean shutdown: retires and removes every ring and FIFO this process created, wakes
     /// peers so they notice at once, and removes the runtime directory if it is now empty.
     /// Also done by `Drop`.
-    pub fn shutdown(self) {}
+    pub fn shutdown(mut self) {
+        self.shutdown_inner();
+        // Drop runs shutdown_inner again: idempotent (nothing left to retire or remove).
+    }
 
     fn shutdown_inner(&mut self) {
         for i in 0..self.links.len() {
