@@ -197,6 +197,10 @@ struct Link {
     /// A send returned `Full`; deliver `Writable` when space appears.
     waiting_space: bool,
     last_rejection: Option<HeaderError>,
+    /// The epoch of the peer incarnation we know is gone. Until a newer incarnation has
+    /// attached our ring (its `reader_epoch` differs), we do not send: the newcomer starts
+    /// reading at the tail and would silently skip what we wrote in between.
+    gone_epoch: Option<u64>,
 }
 
 impl Link {
@@ -215,6 +219,7 @@ impl Link {
             broken: false,
             waiting_space: false,
             last_rejection: None,
+            gone_epoch: None,
         }
     }
 }
@@ -757,13 +762,48 @@ impl Transport {
         delivered
     }
 
-    /// The writer of our incoming ring on link `i` replaced or removed it.
+    /// The writer of our incoming ring on link `i` replaced or removed it: its incarnation is
+    /// over (Down); a static peer's new incarnation is attached at once if its ring is there.
     fn handle_retired(&mut self, i: usize) {
-        self.links[i].inp = None;
+        let dynamic = self.links[i].dynamic;
         self.links[i].broken = false;
-        self.links[i].reasm.reset();
-        if !self.try_attach(i, false) {
-            self.link_down(i);
+        self.link_down(i);
+        if !dynamic {
+            self.try_attach(i, false);
+        }
+    }
+
+    /// (Re)opens link `i`'s wake-up target unless the peer's new incarnation has not attached
+    /// our ring yet (see `Link::gone_epoch`), then reports `Up` if both directions work.
+    fn reopen_wake(&mut self, i: usize) {
+        let link = &mut self.links[i];
+        if let (Some(gone), Some(out)) = (link.gone_epoch, &link.out) {
+            if out.reader_status().0 == gone {
+                return;
+            }
+        }
+        if link.wake.as_ref().is_none_or(|w| w.peer_gone()) {
+            link.wake = WakeTarget::open(&self.cfg.runtime_dir, link.peer);
+        }
+        if link.wake.is_some() {
+            link.gone_epoch = None;
+        }
+        self.check_up(i);
+    }
+
+    /// `Up` means: we read the peer's ring and may send to it.
+    fn check_up(&mut self, i: usize) {
+        let link = &mut self.links[i];
+        if link.up || link.wake.is_none() {
+            return;
+        }
+        if let Some(r) = &link.inp {
+            link.up = true;
+            let epoch = r.header.writer_epoch;
+            self.events.push_back(LinkEvent::Up {
+                peer: link.peer,
+                epoch,
+            });
         }
     }
 
@@ -786,12 +826,20 @@ impl Transport {
                 link.reasm.reset();
                 link.broken = false;
                 link.last_rejection = None;
-                link.up = true;
-                if link.wake.as_ref().is_none_or(|w| w.peer_gone()) {
-                    link.wake = WakeTarget::open(&self.cfg.runtime_dir, peer);
+                tracing::debug!(%peer, epoch, "attached peer ring");
+                self.reopen_wake(i);
+                // Tell the writer we attached (it may be waiting to open our FIFO), even if we
+                // may not send to it yet.
+                let me = self.me;
+                if self.links[i].wake.is_some() {
+                    self.wake_peer(i, WakeKind::Attached);
+                } else if let Some(w) = WakeTarget::open(&self.cfg.runtime_dir, peer) {
+                    self.stats.wake_writes += 1;
+                    w.send(WakeRecord {
+                        kind: WakeKind::Attached,
+                        sender: me,
+                    });
                 }
-                self.events.push_back(LinkEvent::Up { peer, epoch });
-                self.wake_peer(i, WakeKind::Attached);
                 true
             }
             Err(AttachError::Missing) => {
@@ -824,6 +872,16 @@ impl Transport {
 
     fn link_down(&mut self, i: usize) {
         let link = &mut self.links[i];
+        if let Some(r) = &link.inp {
+            link.gone_epoch = Some(r.header.writer_epoch);
+        } else if let Some(out) = &link.out {
+            // We never read its ring, but it may have read ours.
+            let reader_epoch = out.reader_status().0;
+            if reader_epoch != 0 {
+                link.gone_epoch = Some(reader_epoch);
+            }
+        }
+        link.reasm.reset();
         link.inp = None;
         link.wake = None;
         link.pending.clear();
@@ -991,9 +1049,9 @@ impl Transport {
             (WakeKind::Attached, Some(i)) => {
                 // The peer (re)attached to our ring: its FIFO may be new; and its own ring to us
                 // may be new too.
-                let link = &mut self.links[i];
-                link.wake = WakeTarget::open(&self.cfg.runtime_dir, r.sender);
-                if link.inp.is_none() {
+                self.links[i].wake = None;
+                self.reopen_wake(i);
+                if self.links[i].inp.is_none() {
                     self.try_attach(i, true);
                 }
             }
@@ -1234,7 +1292,7 @@ impl Transport {
                 link.wake = None;
             }
             if link.wake.is_none() && !link.dynamic {
-                link.wake = WakeTarget::open(&self.cfg.runtime_dir, peer);
+                self.reopen_wake(i);
             }
             if !self.links[i].pending.is_empty() || self.links[i].waiting_space {
                 self.on_space(i);
