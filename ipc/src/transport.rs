@@ -201,6 +201,9 @@ struct Link {
     /// attached our ring (its `reader_epoch` differs), we do not send: the newcomer starts
     /// reading at the tail and would silently skip what we wrote in between.
     gone_epoch: Option<u64>,
+    /// The writer of our incoming ring died; `recv` delivers what it published, then the
+    /// link goes down.
+    writer_gone: bool,
 }
 
 impl Link {
@@ -220,6 +223,7 @@ impl Link {
             waiting_space: false,
             last_rejection: None,
             gone_epoch: None,
+            writer_gone: false,
         }
     }
 }
@@ -684,7 +688,7 @@ impl Transport {
             } = self;
             let link = &mut links[i];
             if link.broken {
-                if link.inp.as_ref().is_some_and(|r| r.retired()) {
+                if link.writer_gone || link.inp.as_ref().is_some_and(|r| r.retired()) {
                     retired.push(i);
                 }
                 continue;
@@ -693,7 +697,7 @@ impl Transport {
                 continue;
             };
             if !inp.has_data() {
-                if inp.retired() {
+                if inp.retired() || link.writer_gone {
                     retired.push(i);
                 }
                 continue;
@@ -872,6 +876,7 @@ impl Transport {
 
     fn link_down(&mut self, i: usize) {
         let link = &mut self.links[i];
+        link.writer_gone = false;
         if let Some(r) = &link.inp {
             link.gone_epoch = Some(r.header.writer_epoch);
         } else if let Some(out) = &link.out {
@@ -928,7 +933,7 @@ impl Transport {
             || self.links.iter().any(|l| {
                 l.inp
                     .as_ref()
-                    .is_some_and(|r| (!l.broken && r.has_data()) || r.retired())
+                    .is_some_and(|r| (!l.broken && r.has_data()) || r.retired() || l.writer_gone)
             })
     }
 
@@ -1275,7 +1280,8 @@ impl Transport {
                     .is_some_and(|r| !dir::pid_alive(r.header.writer_pid));
             if writer_dead {
                 tracing::info!(%peer, "peer process is gone");
-                self.link_down(i);
+                // Frames it published are complete and valid: `recv` delivers them first.
+                self.links[i].writer_gone = true;
                 continue;
             }
             if self.links[i].inp.is_none() {

@@ -321,6 +321,9 @@ fn full_ring_is_backpressure_while_the_receiver_is_stopped() {
     let echo = spawn("echo_node", &rt, "2");
     a.until("peer up", |n| n.up_epoch(N2).is_some());
     echo.signal(Signal::SIGSTOP);
+    // The signal is asynchronous: wait until the child really stopped (it may have been
+    // draining a moment longer).
+    echo.wait_stopped();
     let mut accepted = 0u32;
     loop {
         match a.t.send(N2, 1, &payload(accepted)) {
@@ -534,6 +537,7 @@ fn clients_connect_in_numbers_and_a_crashing_client_wedges_nothing() {
     let crasher = spawn("client", &rt, "crash");
     let mut crasher = Some(crasher);
     let mut crashed: Option<Endpoint> = None;
+    let mut crasher_id: Option<Endpoint> = None;
     let mut done = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut kids: Vec<Option<Kid>> = clients.into_iter().map(Some).collect();
@@ -549,6 +553,7 @@ fn clients_connect_in_numbers_and_a_crashing_client_wedges_nothing() {
         for (from, kind, p) in std::mem::take(&mut a.frames) {
             if let Endpoint::Client(_) = from {
                 if kind == 1 {
+                    crasher_id = Some(from);
                     continue; // the crashing client's requests
                 }
                 let mut tries = 0;
@@ -570,10 +575,7 @@ fn clients_connect_in_numbers_and_a_crashing_client_wedges_nothing() {
         if crasher.is_none() && crashed.is_none() {
             // The node learns of the crash by itself (liveness check); the client that died
             // mid-frame is the one whose requests were kind 1.
-            crashed = a.events.iter().find_map(|e| match e {
-                LinkEvent::Down { peer } => Some(*peer),
-                _ => None,
-            });
+            crashed = crasher_id.filter(|c| a.events.contains(&LinkEvent::Down { peer: *c }));
         }
         for k in kids.iter_mut() {
             if let Some(kid) = k {
@@ -592,9 +594,19 @@ fn clients_connect_in_numbers_and_a_crashing_client_wedges_nothing() {
     };
     // The crashed client's files are gone; the node is healthy and serves a new client.
     let c = Endpoint::Client(id);
-    a.until("crashed client's files removed", |_| {
-        !rt.join(ring_file_name(c, N1)).exists() && !rt.join(fifo_file_name(c)).exists()
-    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rt.join(ring_file_name(c, N1)).exists() || rt.join(fifo_file_name(c)).exists() {
+        let files: Vec<_> = std::fs::read_dir(&rt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "crashed {c}: files left {files:?}; events {:?}",
+            a.events
+        );
+        a.poll();
+    }
     let mut late = spawn("client", &rt, "100");
     let deadline = Instant::now() + Duration::from_secs(60);
     let st = loop {
