@@ -26,6 +26,7 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod crc32c;
 mod dir;
 mod error;
 mod frame;
@@ -34,6 +35,7 @@ mod shm;
 mod transport;
 mod wake;
 
+pub use crc32c::crc32c;
 pub use dir::{SweepReport, default_runtime_dir, fifo_file_name, ring_file_name, sweep};
 pub use error::{ConnectError, HeaderError, ProtocolError, SendError, SetupError};
 pub use frame::{
@@ -41,7 +43,7 @@ pub use frame::{
     Reassembly, frame_checksum, record_bytes,
 };
 #[cfg(feature = "fault-injection")]
-pub use ring::FAULT_STOP_AT_STEP;
+pub use ring::{FAULT_SIGNAL, FAULT_STOP_AT_STEP};
 pub use ring::{
     RING_DATA_OFFSET, RING_HEADER_BYTES, RING_LAYOUT_VERSION, RING_MAGIC, RING_MAX_BYTES,
     RING_MIN_BYTES, RingHeader, read_ring_header,

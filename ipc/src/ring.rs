@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{Ordering, fence};
 
 use crate::Endpoint;
+use crate::crc32c::crc32c;
 use crate::error::{HeaderError, ProtocolError};
 use crate::frame::{
     FLAG_PAD, FRAME_ALIGN, FRAME_HEADER_BYTES, FrameHeader, frame_checksum, frame_checksum_parts,
@@ -55,6 +56,9 @@ pub const WRITER_ACTIVE: u64 = 0;
 pub const WRITER_RETIRED: u64 = 1;
 /// `reader_flags`: the reader found the ring corrupt and asks the writer to recreate it.
 pub const READER_BROKEN: u32 = 1;
+
+/// Bytes copied out of a ring per memcpy while draining (fits in L2 with room to spare).
+const DRAIN_CHUNK_BYTES: u64 = 64 << 10;
 
 const _: () = assert!(RING_HEADER_BYTES <= OFF_TAIL);
 const _: () = assert!(OFF_HEAD - OFF_TAIL >= 128 && OFF_PARK_SEQ - OFF_HEAD >= 128);
@@ -128,7 +132,7 @@ impl RingHeader {
         b[44..48].copy_from_slice(&self.writer_pid.to_le_bytes());
         b[48..56].copy_from_slice(&self.writer_epoch.to_le_bytes());
         b[56..64].copy_from_slice(&self.created_unix_ns.to_le_bytes());
-        let crc = crc32fast::hash(&b[..OFF_HEADER_CRC]);
+        let crc = crc32c(0, &[&b[..OFF_HEADER_CRC]]);
         b[OFF_HEADER_CRC..].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -150,7 +154,7 @@ impl RingHeader {
             });
         }
         let stored = le_u32(b, OFF_HEADER_CRC);
-        let computed = crc32fast::hash(&b[..OFF_HEADER_CRC]);
+        let computed = crc32c(0, &[&b[..OFF_HEADER_CRC]]);
         if stored != computed {
             return Err(HeaderError::BadChecksum { stored, computed });
         }
@@ -237,11 +241,17 @@ pub fn read_ring_header(path: &Path) -> std::io::Result<Result<RingHeader, Heade
 
 /// Test-only fault hook (fault-matrix C9): when set to `k > 0`, the writer raises SIGSTOP on
 /// itself when it reaches step `k` of a frame write, so a parent can SIGKILL it exactly there.
-/// Steps: 1 space reserved, 2 header written without checksum, 3 half the payload written,
-/// 4 whole payload written, 5 checksum written, 6 batch complete but tail not yet published,
-/// 7 tail published but wake-up not yet sent.
+/// Steps: 1 space reserved, 2 half the payload written, 3 whole payload written, 4 header
+/// (with checksum) written, 5 batch complete but tail not yet published, 6 tail published but
+/// wake-up not yet sent.
 #[cfg(feature = "fault-injection")]
 pub static FAULT_STOP_AT_STEP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Test-only: the signal the writer raises at `FAULT_STOP_AT_STEP` (default SIGSTOP; SIGKILL
+/// makes a process die mid-frame by itself).
+#[cfg(feature = "fault-injection")]
+pub static FAULT_SIGNAL: std::sync::atomic::AtomicI32 =
+    std::sync::atomic::AtomicI32::new(libc::SIGSTOP);
 
 #[inline]
 fn fault_point(_step: u32) {
@@ -249,7 +259,7 @@ fn fault_point(_step: u32) {
     if FAULT_STOP_AT_STEP.load(Ordering::Relaxed) == _step {
         FAULT_STOP_AT_STEP.store(0, Ordering::Relaxed);
         // SAFETY: raise(2) has no memory-safety preconditions.
-        unsafe { libc::raise(libc::SIGSTOP) };
+        unsafe { libc::raise(FAULT_SIGNAL.load(Ordering::Relaxed)) };
     }
 }
 
@@ -347,6 +357,33 @@ impl RingWriter {
         Ok(end - self.head_cache <= self.header.capacity)
     }
 
+    /// Whether frames with these payload lengths all fit after the pending end (padding at the
+    /// wrap included). Lets a batch that cannot fit fail before anything is copied or
+    /// checksummed (a sender retrying on a full ring must not burn CPU its reader needs).
+    pub(crate) fn fits(
+        &mut self,
+        lens: impl Iterator<Item = usize>,
+    ) -> Result<bool, ProtocolError> {
+        let cap = self.header.capacity;
+        let mut pos = self.pending;
+        for len in lens {
+            let rec = record_bytes(len) as u64;
+            let to_end = cap - (pos & self.mask);
+            if rec > to_end {
+                pos += to_end;
+            }
+            pos += rec;
+            if pos - self.head_cache > cap {
+                // Only now pay for a load of the reader's line.
+                self.refresh_head()?;
+                if pos - self.head_cache > cap {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Writes one frame after the pending end, without publishing. Returns `Ok(false)` (and
     /// writes nothing) when it does not fit. `payload` is gathered from two slices so a
     /// fragment's length prefix needs no copy.
@@ -395,21 +432,21 @@ impl RingWriter {
             fragment_index,
             checksum: 0,
         };
-        let hb = h.encode();
-        self.region.copy_in(off, &hb);
-        fault_point(2);
+        // Checksum over header[0..12] + prefix + payload, seeded by epoch and position,
+        // computed from private memory (never from the shared copy).
+        h.checksum =
+            frame_checksum_parts(self.header.writer_epoch, pos, &h.encode(), prefix, payload);
+        // Payload first, header last; neither is visible before `publish` stores the tail.
         let body = off + FRAME_HEADER_BYTES;
         self.region.copy_in(body, prefix);
         let half = payload.len() / 2;
         self.region.copy_in(body + prefix.len(), &payload[..half]);
-        fault_point(3);
+        fault_point(2);
         self.region
             .copy_in(body + prefix.len() + half, &payload[half..]);
+        fault_point(3);
+        self.region.copy_in(off, &h.encode());
         fault_point(4);
-        // Checksum over header[0..12] + prefix + payload, seeded by epoch and position.
-        h.checksum = frame_checksum_parts(self.header.writer_epoch, pos, &hb, prefix, payload);
-        self.region.copy_in(off + 12, &h.checksum.to_le_bytes());
-        fault_point(5);
         self.pending = pos + rec;
         Ok(true)
     }
@@ -430,7 +467,7 @@ impl RingWriter {
         if self.pending == self.tail {
             return false;
         }
-        fault_point(6);
+        fault_point(5);
         self.tail = self.pending;
         self.region
             .atomic_u64(OFF_TAIL)
@@ -439,7 +476,7 @@ impl RingWriter {
         // park store are both followed by a SeqCst fence before loading the other's word, so at
         // least one side sees the other.
         fence(Ordering::SeqCst);
-        fault_point(7);
+        fault_point(6);
         let park = self.region.atomic_u64(OFF_PARK_SEQ).load(Ordering::Relaxed);
         if park % 2 == 1 && park != self.last_woken_park {
             self.last_woken_park = park;
@@ -692,44 +729,56 @@ impl RingReader {
                 capacity: cap,
             });
         }
-        let n = (tail - self.head) as usize;
-        scratch.clear();
-        scratch.resize(n, 0);
-        let start = (self.head & self.mask) as usize;
-        let first = n.min(cap as usize - start);
-        self.region
-            .copy_out(RING_DATA_OFFSET + start, &mut scratch[..first]);
-        if first < n {
-            self.region
-                .copy_out(RING_DATA_OFFSET, &mut scratch[first..]);
-        }
         let epoch = self.header.writer_epoch;
-        let mut off = 0usize;
+        let mut pos = self.head;
+        let mut released = self.head;
         let mut delivered = 0usize;
         let mut result = Ok(());
-        while off < n {
-            let pos = self.head + off as u64;
-            let h = match FrameHeader::decode(&scratch[off..], pos) {
+        // Each frame is copied out once (header, then payload into `scratch`) and checked in
+        // private memory before it is handed up: no reference into shared memory, and no
+        // check-then-use race with a hostile writer (ipc rule 3).
+        // Published bytes are copied out in chunks of up to DRAIN_CHUNK_BYTES (one memcpy for
+        // many small frames), then each frame is checked in that private copy.
+        let mut chunk_start = pos;
+        let mut chunk_len = 0u64;
+        while pos < tail {
+            let off = pos & self.mask;
+            let avail = tail - pos;
+            let to_end = cap - off;
+            if avail < FRAME_HEADER_BYTES as u64 {
+                result = Err(ProtocolError::BadFrame {
+                    pos,
+                    reason: "header past tail",
+                });
+                break;
+            }
+            if pos + FRAME_HEADER_BYTES as u64 > chunk_start + chunk_len {
+                chunk_start = pos;
+                chunk_len = avail.min(to_end).min(DRAIN_CHUNK_BYTES);
+                self.copy_chunk(scratch, off, chunk_len);
+            }
+            let at = (pos - chunk_start) as usize;
+            let h = match FrameHeader::decode(&scratch[at..at + FRAME_HEADER_BYTES], pos) {
                 Ok(h) => h,
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
             };
-            let to_end = cap - (pos & self.mask);
-            let (rec, payload_len) = if h.flags == FLAG_PAD {
-                if u64::from(h.payload_len) + FRAME_HEADER_BYTES as u64 != to_end {
+            let (rec, len) = if h.flags == FLAG_PAD {
+                if u64::from(h.payload_len) + FRAME_HEADER_BYTES as u64 != to_end || to_end > avail
+                {
                     result = Err(ProtocolError::BadFrame {
                         pos,
                         reason: "pad length",
                     });
                     break;
                 }
-                (to_end as usize, 0)
+                (to_end, 0)
             } else {
                 let len = h.payload_len as usize;
-                let rec = record_bytes(len);
-                if rec as u64 > to_end || rec > n - off {
+                let rec = record_bytes(len) as u64;
+                if rec > to_end || rec > avail {
                     result = Err(ProtocolError::BadFrame {
                         pos,
                         reason: "length past tail",
@@ -738,16 +787,17 @@ impl RingReader {
                 }
                 (rec, len)
             };
-            if rec > n - off {
-                result = Err(ProtocolError::BadFrame {
-                    pos,
-                    reason: "pad past tail",
-                });
-                break;
+            let end = pos + FRAME_HEADER_BYTES as u64 + len as u64;
+            if end > chunk_start + chunk_len {
+                // A frame longer than what the chunk holds: copy it (from its header) whole.
+                chunk_start = pos;
+                chunk_len = avail.min(to_end).min(DRAIN_CHUNK_BYTES.max(rec));
+                self.copy_chunk(scratch, off, chunk_len);
             }
-            let body = off + FRAME_HEADER_BYTES;
-            let payload = &scratch[body..body + payload_len];
-            if frame_checksum(epoch, pos, &scratch[off..off + 12], payload) != h.checksum {
+            let at = (pos - chunk_start) as usize;
+            let (hb, rest) = scratch[at..].split_at(FRAME_HEADER_BYTES);
+            let payload = &rest[..len];
+            if frame_checksum(epoch, pos, hb, payload) != h.checksum {
                 result = Err(ProtocolError::ChecksumMismatch { pos });
                 break;
             }
@@ -760,7 +810,16 @@ impl RingReader {
                 });
                 delivered += 1;
             }
-            off += rec;
+            pos += rec;
+            // Release space in quarters of the ring during long drains, so the writer can
+            // keep going while we process.
+            if pos - released >= cap / 4 {
+                released = pos;
+                self.head = pos;
+                self.region
+                    .atomic_u64(OFF_HEAD)
+                    .store(pos, Ordering::Release);
+            }
         }
         // On error, skip everything published: the writer's next frames start at `tail`.
         self.head = tail;
@@ -768,6 +827,16 @@ impl RingReader {
             .atomic_u64(OFF_HEAD)
             .store(self.head, Ordering::Release);
         result.map(|()| delivered)
+    }
+
+    /// Copies `len` published bytes at data offset `off` into the start of `scratch`.
+    fn copy_chunk(&self, scratch: &mut Vec<u8>, off: u64, len: u64) {
+        let len = len as usize;
+        if scratch.len() < len {
+            scratch.resize(len, 0);
+        }
+        self.region
+            .copy_out(RING_DATA_OFFSET + off as usize, &mut scratch[..len]);
     }
 
     /// After releasing space: whether the writer announced it waits for space since we last

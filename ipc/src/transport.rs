@@ -197,6 +197,13 @@ struct Link {
     /// A send returned `Full`; deliver `Writable` when space appears.
     waiting_space: bool,
     last_rejection: Option<HeaderError>,
+    /// The epoch of the peer incarnation we know is gone. Until a newer incarnation has
+    /// attached our ring (its `reader_epoch` differs), we do not send: the newcomer starts
+    /// reading at the tail and would silently skip what we wrote in between.
+    gone_epoch: Option<u64>,
+    /// The writer of our incoming ring died; `recv` delivers what it published, then the
+    /// link goes down.
+    writer_gone: bool,
 }
 
 impl Link {
@@ -215,6 +222,8 @@ impl Link {
             broken: false,
             waiting_space: false,
             last_rejection: None,
+            gone_epoch: None,
+            writer_gone: false,
         }
     }
 }
@@ -232,7 +241,13 @@ pub struct Transport {
     scratch: Vec<u8>,
     stats: TransportStats,
     next_maintenance: Instant,
+    /// Maintenance rounds so far (selects which links get a liveness check).
+    maintenance_rounds: u64,
 }
+
+/// Most links whose writer pid is checked per maintenance round (each check is a `kill(2)` and
+/// a read of /proc/<pid>/stat); with more links, all are covered over several rounds.
+const LIVENESS_CHECKS_PER_ROUND: usize = 64;
 
 fn new_epoch() -> u64 {
     let ns = SystemTime::now()
@@ -331,6 +346,7 @@ impl Transport {
             events: VecDeque::new(),
             stats: TransportStats::default(),
             next_maintenance: now + interval,
+            maintenance_rounds: 0,
         }))
     }
 
@@ -449,6 +465,11 @@ impl Transport {
             return Ok(false);
         }
         let max_frame = (out.capacity() / 4) as usize - FRAME_HEADER_BYTES;
+        if frames.iter().all(|f| f.payload.len() <= max_frame)
+            && !out.fits(frames.iter().map(|f| f.payload.len()))?
+        {
+            return Ok(false);
+        }
         let mut large_started = false;
         let mut written = 0u64;
         for (n, f) in frames.iter().enumerate() {
@@ -600,6 +621,11 @@ impl Transport {
 
     fn announce_wait_for_space(&mut self, i: usize) {
         let link = &mut self.links[i];
+        if link.waiting_space {
+            // Announced once per episode: a sender that retries in a loop must not make the
+            // reader write a wake-up after every drain.
+            return;
+        }
         link.waiting_space = true;
         let Some(out) = link.out.as_mut() else { return };
         match out.wait_for_space(out.capacity() / 2) {
@@ -662,7 +688,7 @@ impl Transport {
             } = self;
             let link = &mut links[i];
             if link.broken {
-                if link.inp.as_ref().is_some_and(|r| r.retired()) {
+                if link.writer_gone || link.inp.as_ref().is_some_and(|r| r.retired()) {
                     retired.push(i);
                 }
                 continue;
@@ -671,7 +697,7 @@ impl Transport {
                 continue;
             };
             if !inp.has_data() {
-                if inp.retired() {
+                if inp.retired() || link.writer_gone {
                     retired.push(i);
                 }
                 continue;
@@ -740,13 +766,48 @@ impl Transport {
         delivered
     }
 
-    /// The writer of our incoming ring on link `i` replaced or removed it.
+    /// The writer of our incoming ring on link `i` replaced or removed it: its incarnation is
+    /// over (Down); a static peer's new incarnation is attached at once if its ring is there.
     fn handle_retired(&mut self, i: usize) {
-        self.links[i].inp = None;
+        let dynamic = self.links[i].dynamic;
         self.links[i].broken = false;
-        self.links[i].reasm.reset();
-        if !self.try_attach(i, false) {
-            self.link_down(i);
+        self.link_down(i);
+        if !dynamic {
+            self.try_attach(i, false);
+        }
+    }
+
+    /// (Re)opens link `i`'s wake-up target unless the peer's new incarnation has not attached
+    /// our ring yet (see `Link::gone_epoch`), then reports `Up` if both directions work.
+    fn reopen_wake(&mut self, i: usize) {
+        let link = &mut self.links[i];
+        if let (Some(gone), Some(out)) = (link.gone_epoch, &link.out) {
+            if out.reader_status().0 == gone {
+                return;
+            }
+        }
+        if link.wake.as_ref().is_none_or(|w| w.peer_gone()) {
+            link.wake = WakeTarget::open(&self.cfg.runtime_dir, link.peer);
+        }
+        if link.wake.is_some() {
+            link.gone_epoch = None;
+        }
+        self.check_up(i);
+    }
+
+    /// `Up` means: we read the peer's ring and may send to it.
+    fn check_up(&mut self, i: usize) {
+        let link = &mut self.links[i];
+        if link.up || link.wake.is_none() {
+            return;
+        }
+        if let Some(r) = &link.inp {
+            link.up = true;
+            let epoch = r.header.writer_epoch;
+            self.events.push_back(LinkEvent::Up {
+                peer: link.peer,
+                epoch,
+            });
         }
     }
 
@@ -769,12 +830,20 @@ impl Transport {
                 link.reasm.reset();
                 link.broken = false;
                 link.last_rejection = None;
-                link.up = true;
-                if link.wake.as_ref().is_none_or(|w| w.peer_gone()) {
-                    link.wake = WakeTarget::open(&self.cfg.runtime_dir, peer);
+                tracing::debug!(%peer, epoch, "attached peer ring");
+                self.reopen_wake(i);
+                // Tell the writer we attached (it may be waiting to open our FIFO), even if we
+                // may not send to it yet.
+                let me = self.me;
+                if self.links[i].wake.is_some() {
+                    self.wake_peer(i, WakeKind::Attached);
+                } else if let Some(w) = WakeTarget::open(&self.cfg.runtime_dir, peer) {
+                    self.stats.wake_writes += 1;
+                    w.send(WakeRecord {
+                        kind: WakeKind::Attached,
+                        sender: me,
+                    });
                 }
-                self.events.push_back(LinkEvent::Up { peer, epoch });
-                self.wake_peer(i, WakeKind::Attached);
                 true
             }
             Err(AttachError::Missing) => {
@@ -807,6 +876,17 @@ impl Transport {
 
     fn link_down(&mut self, i: usize) {
         let link = &mut self.links[i];
+        link.writer_gone = false;
+        if let Some(r) = &link.inp {
+            link.gone_epoch = Some(r.header.writer_epoch);
+        } else if let Some(out) = &link.out {
+            // We never read its ring, but it may have read ours.
+            let reader_epoch = out.reader_status().0;
+            if reader_epoch != 0 {
+                link.gone_epoch = Some(reader_epoch);
+            }
+        }
+        link.reasm.reset();
         link.inp = None;
         link.wake = None;
         link.pending.clear();
@@ -853,7 +933,7 @@ impl Transport {
             || self.links.iter().any(|l| {
                 l.inp
                     .as_ref()
-                    .is_some_and(|r| (!l.broken && r.has_data()) || r.retired())
+                    .is_some_and(|r| (!l.broken && r.has_data()) || r.retired() || l.writer_gone)
             })
     }
 
@@ -885,8 +965,10 @@ impl Transport {
     }
 
     /// Sleeps until something arrives on any link, a link event is pending, or `timeout`
-    /// passes (None: until something arrives). Spins `spin_us` first, then parks in poll(2) on
-    /// the wake-up FIFO. Maintenance (liveness, re-attach, client accept while busy) runs here.
+    /// passes (None: no deadline). Spins `spin_us` first, then parks in poll(2) on the wake-up
+    /// FIFO. May return early (a maintenance round is due every `maintenance_interval_ms`, and
+    /// wake-ups can be spurious): always follow it with `recv`. Maintenance (liveness,
+    /// re-attach, client accept while busy) runs here.
     pub fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
         let start = Instant::now();
         let deadline = timeout.map(|t| start + t);
@@ -896,21 +978,24 @@ impl Transport {
         if self.ready() {
             return Ok(());
         }
-        let spin_end = start + Duration::from_micros(self.cfg.spin_us.into());
-        let mut spins = 0u32;
-        loop {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-            if self.ready() {
-                return Ok(());
-            }
-            spins += 1;
-            if spins % 16 == 0 && Instant::now() >= spin_end {
-                break;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(());
+        // Spin briefly (ipc rule 5). PAUSE costs up to ~140 cycles on recent x86, so the clock
+        // is read every few pauses to keep the spin close to `spin_us`.
+        if self.cfg.spin_us > 0 {
+            let spin_end = start + Duration::from_micros(self.cfg.spin_us.into());
+            loop {
+                for _ in 0..4 {
+                    std::hint::spin_loop();
+                }
+                if self.ready() {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                if now >= spin_end {
+                    break;
+                }
+                if deadline.is_some_and(|d| now >= d) {
+                    return Ok(());
+                }
             }
         }
         if !self.before_poll() {
@@ -969,9 +1054,9 @@ impl Transport {
             (WakeKind::Attached, Some(i)) => {
                 // The peer (re)attached to our ring: its FIFO may be new; and its own ring to us
                 // may be new too.
-                let link = &mut self.links[i];
-                link.wake = WakeTarget::open(&self.cfg.runtime_dir, r.sender);
-                if link.inp.is_none() {
+                self.links[i].wake = None;
+                self.reopen_wake(i);
+                if self.links[i].inp.is_none() {
                     self.try_attach(i, true);
                 }
             }
@@ -991,17 +1076,17 @@ impl Transport {
         let Self { links, stats, .. } = self;
         let link = &mut links[i];
         let Some(out) = link.out.as_mut() else { return };
+        // A space wake-up ends the current waiting episode; a new one starts if still short.
+        let was_waiting = std::mem::replace(&mut link.waiting_space, false);
         let result = Self::pump_pending(out, &mut link.pending, stats);
         match result {
             Ok(done) => {
                 self.publish(i);
-                let link = &mut self.links[i];
                 if !done {
                     self.announce_wait_for_space(i);
-                } else if link.waiting_space {
-                    link.waiting_space = false;
-                    self.events
-                        .push_back(LinkEvent::Writable { peer: link.peer });
+                } else if was_waiting {
+                    let peer = self.links[i].peer;
+                    self.events.push_back(LinkEvent::Writable { peer });
                 }
             }
             Err(reason) => self.recreate_out_ring(i, reason),
@@ -1166,6 +1251,9 @@ impl Transport {
         self.next_maintenance =
             Instant::now() + Duration::from_millis(self.cfg.maintenance_interval_ms.into());
         self.process_inbox();
+        self.maintenance_rounds += 1;
+        let stride = self.links.len().div_ceil(LIVENESS_CHECKS_PER_ROUND).max(1) as u64;
+        let round = self.maintenance_rounds % stride;
         let mut i = self.links.len();
         while i > 0 {
             i -= 1;
@@ -1185,13 +1273,15 @@ impl Transport {
                 }
             }
             // Reader side: is the writer alive?
-            let writer_dead = self.links[i]
-                .inp
-                .as_ref()
-                .is_some_and(|r| !dir::pid_alive(r.header.writer_pid));
+            let writer_dead = i as u64 % stride == round
+                && self.links[i]
+                    .inp
+                    .as_ref()
+                    .is_some_and(|r| !dir::pid_alive(r.header.writer_pid));
             if writer_dead {
                 tracing::info!(%peer, "peer process is gone");
-                self.link_down(i);
+                // Frames it published are complete and valid: `recv` delivers them first.
+                self.links[i].writer_gone = true;
                 continue;
             }
             if self.links[i].inp.is_none() {
@@ -1204,11 +1294,11 @@ impl Transport {
                 self.try_attach(i, true);
             }
             let link = &mut self.links[i];
-            if link.wake.as_ref().is_some_and(|w| w.peer_gone()) {
+            if i as u64 % stride == round && link.wake.as_ref().is_some_and(|w| w.peer_gone()) {
                 link.wake = None;
             }
             if link.wake.is_none() && !link.dynamic {
-                link.wake = WakeTarget::open(&self.cfg.runtime_dir, peer);
+                self.reopen_wake(i);
             }
             if !self.links[i].pending.is_empty() || self.links[i].waiting_space {
                 self.on_space(i);
@@ -1219,7 +1309,10 @@ impl Transport {
     /// Clean shutdown: retires and removes every ring and FIFO this process created, wakes
     /// peers so they notice at once, and removes the runtime directory if it is now empty.
     /// Also done by `Drop`.
-    pub fn shutdown(self) {}
+    pub fn shutdown(mut self) {
+        self.shutdown_inner();
+        // Drop runs shutdown_inner again: idempotent (nothing left to retire or remove).
+    }
 
     fn shutdown_inner(&mut self) {
         for i in 0..self.links.len() {

@@ -378,3 +378,100 @@ proptest! {
         prop_assert!(RingHeader::decode(&bad).is_err());
     }
 }
+
+/// Runs the node's loop while `client_step` returns `None`.
+/// The node echoes every frame and collects its events.
+fn serve<T>(
+    node: &mut Transport,
+    mut client_step: impl FnMut(&mut Transport, &[LinkEvent]) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut events = Vec::new();
+    loop {
+        node.maintain();
+        let mut echo = Vec::new();
+        node.recv(|inc| match inc {
+            Incoming::Frame(f) => echo.push((f.from, f.kind, f.payload.to_vec())),
+            Incoming::Event(e) => events.push(e),
+        });
+        for (to, kind, p) in echo {
+            node.send(to, kind, &p).unwrap();
+        }
+        if let Some(v) = client_step(node, &events) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no progress");
+    }
+}
+
+#[test]
+fn a_client_connects_talks_and_leaves_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Transport::node(cfg(dir.path(), 1 << 14), 1, &[1]).unwrap();
+    let mut client = Transport::client(cfg(dir.path(), 1 << 14)).unwrap();
+    let me = client.me();
+    // connect() blocks until the node answers, so run it on a thread while the node serves.
+    let h = std::thread::spawn(move || {
+        client.connect(1, Duration::from_secs(20)).unwrap();
+        client
+    });
+    serve(&mut node, |_, _| h.is_finished().then_some(()));
+    let mut client = h.join().unwrap();
+    client.send(N1, 4, b"ping").unwrap();
+    let mut got = Got::default();
+    serve(&mut node, |_, _| {
+        recv_all(&mut client, &mut got);
+        (!got.frames.is_empty()).then_some(())
+    });
+    assert_eq!(got.frames, vec![(N1, 4, b"ping".to_vec())]);
+    let rt = dir.path().join("rt");
+    drop(client);
+    serve(&mut node, |_, events| {
+        events.contains(&LinkEvent::Down { peer: me }).then_some(())
+    });
+    assert_eq!(node.peers(), vec![]);
+    let left: Vec<_> = std::fs::read_dir(&rt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from(shmraft_ipc::fifo_file_name(N1))]
+    );
+}
+
+#[test]
+fn clients_of_another_cluster_and_beyond_max_clients_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path(), 4096);
+    c.max_clients = 1;
+    let mut node = Transport::node(c, 1, &[1]).unwrap();
+    let connect = |cluster: u64| {
+        let mut c = cfg(dir.path(), 4096);
+        c.cluster_id = cluster;
+        let mut client = Transport::client(c).unwrap();
+        std::thread::spawn(move || {
+            let r = client.connect(1, Duration::from_secs(20));
+            (r, client)
+        })
+    };
+    let stranger = connect(99);
+    serve(&mut node, |_, _| stranger.is_finished().then_some(()));
+    let (r, _s) = stranger.join().unwrap();
+    assert!(
+        matches!(r, Err(shmraft_ipc::ConnectError::Rejected { node: 1 })),
+        "{r:?}"
+    );
+    assert_eq!(node.stats().rejected, 1);
+    let first = connect(7);
+    serve(&mut node, |_, _| first.is_finished().then_some(()));
+    let (r1, _c1) = first.join().unwrap();
+    r1.unwrap();
+    let second = connect(7);
+    serve(&mut node, |_, _| second.is_finished().then_some(()));
+    let (r2, _c2) = second.join().unwrap();
+    assert!(
+        matches!(r2, Err(shmraft_ipc::ConnectError::Rejected { node: 1 })),
+        "{r2:?}"
+    );
+}

@@ -1,0 +1,575 @@
+//! IPC benchmark: shm rings (through `Transport`) versus raw memcpy, a raw pipe round trip and
+//! a Unix domain socket, between two real processes (this program re-executes itself).
+//!
+//!     cargo run --release -p shmraft-ipc --example ipc_bench [-- --quick]
+//!
+//! Prints a Markdown table for BENCHMARKS.md. With `IPC_BENCH_PIN=1` the parent is pinned to
+//! CPU 0 and the child to CPU 1 (only sensible on an otherwise idle machine: pinned spinners
+//! cannot dodge other load). Every measurement is also capped at ~5 s of wall time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shmraft_ipc::{Endpoint, Incoming, OutFrame, Transport, TransportConfig};
+
+const BATCH: usize = 32;
+
+fn pin(cpu: usize) {
+    if std::env::var_os("IPC_BENCH_PIN").is_none() {
+        return;
+    }
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if n < 2 {
+        return;
+    }
+    // SAFETY: cpu_set_t is a plain bitmask for which all-zero is a valid (empty) value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit inside `set`; `cpu % n` is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu % n, &mut set) };
+    // SAFETY: pid 0 means this thread; `set` is a valid cpu_set_t of the size we pass.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
+/// CPU seconds this process has used (user + system), to normalise for a loaded machine.
+fn cpu_secs() -> f64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).unwrap();
+    t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9
+}
+
+fn cfg(rt: &Path, spin_us: u32) -> TransportConfig {
+    let mut c = TransportConfig::new(rt, 0xBE);
+    c.ring_bytes = 4 << 20;
+    c.spin_us = spin_us;
+    c
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .arg("child")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn child_line(c: &mut Child) -> String {
+    let mut s = String::new();
+    BufReader::new(c.stdout.as_mut().unwrap())
+        .read_line(&mut s)
+        .unwrap();
+    s
+}
+
+fn wait_up(t: &mut Transport, peer: Endpoint) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut up = false;
+    while !up {
+        assert!(Instant::now() < deadline, "peer never came up");
+        t.wait(Some(Duration::from_millis(5))).unwrap();
+        t.recv(|i| up |= matches!(i, Incoming::Event(shmraft_ipc::LinkEvent::Up { peer: p, .. }) if p == peer));
+    }
+}
+
+// ---- memcpy baseline ----------------------------------------------------------------------
+
+fn memcpy_gbps(size: usize, total: usize) -> f64 {
+    let src = vec![1u8; size];
+    let mut dst = vec![0u8; size];
+    let iters = (total / size).max(1);
+    let t = cpu_secs();
+    for _ in 0..iters {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    }
+    (iters * size) as f64 / (cpu_secs() - t) / 1e9
+}
+
+fn memcpy_msgs_per_s(size: usize, n: usize) -> f64 {
+    let src = vec![1u8; size];
+    let mut ring = vec![0u8; 1 << 20];
+    let t = cpu_secs();
+    let mut off = 0;
+    for _ in 0..n {
+        if off + size > ring.len() {
+            off = 0;
+        }
+        ring[off..off + size].copy_from_slice(std::hint::black_box(&src));
+        off += size;
+    }
+    std::hint::black_box(&ring);
+    n as f64 / (cpu_secs() - t)
+}
+
+// ---- ring throughput ----------------------------------------------------------------------
+
+/// Parent = node 1 = receiver, spinning on recv (never parks). Returns (frames/s, GB/s,
+/// syscalls per frame on both sides).
+/// Returns (frames/s wall, GB/s wall, syscalls/frame, frames per CPU-second of the busier side).
+fn ring_throughput(rt: &Path, size: usize, n: u64) -> (f64, f64, f64, f64) {
+    let _ = std::fs::remove_file(rt.join("stop"));
+    let mut t = Transport::node(cfg(rt, 50), 1, &[1, 2]).unwrap();
+    let mut child = spawn(&[
+        "ring_tx",
+        rt.to_str().unwrap(),
+        &size.to_string(),
+        &n.to_string(),
+    ]);
+    wait_up(&mut t, Endpoint::Node(2));
+    while t.send(Endpoint::Node(2), 1, b"go").is_err() {
+        t.wait(Some(Duration::from_millis(1))).unwrap();
+        t.recv(|_| {});
+    }
+    let before = t.stats();
+    let mut got = 0u64;
+    let mut start = None;
+    let cpu0 = cpu_secs();
+    let cap = Instant::now() + Duration::from_secs(8);
+    while got < n && Instant::now() < cap {
+        // Returns at once (no syscall) while data is there; spins spin_us, then parks.
+        t.wait(Some(Duration::from_millis(100))).unwrap();
+        let k = t.recv(|i| {
+            if let Incoming::Frame(f) = i {
+                std::hint::black_box(f.payload);
+            }
+        });
+        if k > 0 && start.is_none() {
+            start = Some(Instant::now());
+        }
+        got += k as u64;
+    }
+    let secs = start.unwrap().elapsed().as_secs_f64();
+    let my_cpu = cpu_secs() - cpu0;
+    let after = t.stats();
+    if std::env::var_os("IPC_BENCH_DEBUG").is_some() {
+        eprintln!("parent: got {got} in {secs:.3}s stats {after:?}");
+    }
+    // Tell the sender to stop (it may not have sent all n if we hit the time cap).
+    std::fs::write(rt.join("stop"), b"").unwrap();
+    let line = child_line(&mut child);
+    let mut it = line.split_whitespace();
+    let child_syscalls: u64 = it.next().unwrap().parse().unwrap();
+    let child_cpu: f64 = it.next().unwrap().parse().unwrap();
+    child.wait().unwrap();
+    let mine = (after.wake_reads - before.wake_reads)
+        + (after.polls - before.polls)
+        + (after.wake_writes - before.wake_writes);
+    let fps = got as f64 / secs;
+    drop(t);
+    let per_cpu = got as f64 / my_cpu.max(child_cpu);
+    (
+        fps,
+        fps * size as f64 / 1e9,
+        (mine + child_syscalls) as f64 / got as f64,
+        per_cpu,
+    )
+}
+
+fn ring_tx(rt: &Path, size: usize, n: u64) {
+    pin(1);
+    let mut t = Transport::node(cfg(rt, 50), 2, &[1, 2]).unwrap();
+    let payload = vec![0x5a; size];
+    let frames: Vec<OutFrame<'_>> = (0..BATCH)
+        .map(|_| OutFrame {
+            kind: 1,
+            payload: &payload,
+        })
+        .collect();
+    // Wait for the receiver's go (it is attached and counting from now on).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut go = false;
+    while !go {
+        assert!(Instant::now() < deadline);
+        t.wait(Some(Duration::from_millis(1))).unwrap();
+        t.recv(|i| go |= matches!(i, Incoming::Frame(_)));
+    }
+    while t.send(Endpoint::Node(1), 0, b"").is_err() {
+        assert!(Instant::now() < deadline);
+        t.wait(Some(Duration::from_millis(1))).unwrap();
+        t.recv(|_| {});
+    }
+    let mut sent = 1u64;
+    let before = t.stats();
+    let cpu0 = cpu_secs();
+    let stop = rt.join("stop");
+    let mut fails = 0u64;
+    let mut yields = 0u64;
+    let mut full_since: Option<Instant> = None;
+    while sent < n {
+        let k = BATCH.min((n - sent) as usize);
+        if t.send_batch(Endpoint::Node(1), &frames[..k]).is_ok() {
+            sent += k as u64;
+            full_since = None;
+        } else {
+            fails += 1;
+            if fails % 65536 == 0 && stop.exists() {
+                break;
+            }
+            // Full: spin briefly, then give the CPU away (the receiver may share our core).
+            let since = *full_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_micros(20) {
+                std::thread::yield_now();
+                yields += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    let s = t.stats();
+    if std::env::var_os("IPC_BENCH_DEBUG").is_some() {
+        eprintln!("child: yields {yields}");
+    }
+    if std::env::var_os("IPC_BENCH_DEBUG").is_some() {
+        eprintln!("child: sent {sent} stats {s:?}");
+    }
+    println!(
+        "{} {}",
+        s.wake_writes - before.wake_writes + yields,
+        cpu_secs() - cpu0
+    );
+    let _ = std::io::stdout().flush();
+    // Stay alive until the receiver is done (our rings vanish with us).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stop.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---- ring ping-pong -----------------------------------------------------------------------
+
+/// One-way latency samples (RTT/2, ns). `parked`: both sides sleep in `wait` (spin 0).
+fn ring_latency(rt: &Path, parked: bool, n: usize) -> Vec<u64> {
+    let spin = if parked { 0 } else { 1_000_000 };
+    let mut t = Transport::node(cfg(rt, spin), 1, &[1, 2]).unwrap();
+    let mut child = spawn(&[
+        "ring_echo",
+        rt.to_str().unwrap(),
+        if parked { "1" } else { "0" },
+    ]);
+    wait_up(&mut t, Endpoint::Node(2));
+    let payload = [7u8; 64];
+    let mut samples = Vec::with_capacity(n);
+    let cap = Instant::now() + Duration::from_secs(5);
+    for i in 0..n + 1000 {
+        if Instant::now() > cap {
+            break;
+        }
+        let t0 = Instant::now();
+        t.send(Endpoint::Node(2), 1, &payload).unwrap();
+        let mut got = false;
+        while !got {
+            if parked {
+                t.wait(None).unwrap();
+            }
+            t.recv(|i| got |= matches!(i, Incoming::Frame(_)));
+        }
+        if i >= 1000 {
+            samples.push(t0.elapsed().as_nanos() as u64 / 2);
+        }
+    }
+    t.send(Endpoint::Node(2), 0xFFFF, b"").unwrap();
+    child.wait().unwrap();
+    samples
+}
+
+fn ring_echo(rt: &Path, parked: bool) {
+    pin(1);
+    let spin = if parked { 0 } else { 1_000_000 };
+    let mut t = Transport::node(cfg(rt, spin), 2, &[1, 2]).unwrap();
+    let mut quit = false;
+    while !quit {
+        if parked {
+            t.wait(Some(Duration::from_millis(100))).unwrap();
+        }
+        let mut echo = 0;
+        t.recv(|i| {
+            if let Incoming::Frame(f) = i {
+                if f.kind == 0xFFFF {
+                    quit = true;
+                } else {
+                    echo += 1;
+                }
+            }
+        });
+        for _ in 0..echo {
+            t.send(Endpoint::Node(1), 1, &[7u8; 64]).unwrap();
+        }
+    }
+}
+
+// ---- raw pipe baseline --------------------------------------------------------------------
+
+fn pipe_latency(dir: &Path, n: usize) -> Vec<u64> {
+    let a = dir.join("fifo-a");
+    let b = dir.join("fifo-b");
+    for p in [&a, &b] {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+    let mut child = spawn(&["pipe_echo", dir.to_str().unwrap()]);
+    let mut w = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
+    let mut r = std::fs::File::open(&b).unwrap();
+    let mut byte = [0u8; 1];
+    let mut samples = Vec::with_capacity(n);
+    let cap = Instant::now() + Duration::from_secs(5);
+    for i in 0..n + 1000 {
+        if Instant::now() > cap {
+            break;
+        }
+        let t0 = Instant::now();
+        w.write_all(&byte).unwrap();
+        r.read_exact(&mut byte).unwrap();
+        if i >= 1000 {
+            samples.push(t0.elapsed().as_nanos() as u64 / 2);
+        }
+    }
+    drop(w);
+    child.wait().unwrap();
+    samples
+}
+
+fn pipe_echo(dir: &Path) {
+    pin(1);
+    let mut r = std::fs::File::open(dir.join("fifo-a")).unwrap();
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("fifo-b"))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    while r.read_exact(&mut byte).is_ok() {
+        w.write_all(&byte).unwrap();
+    }
+}
+
+// ---- Unix domain socket -------------------------------------------------------------------
+
+fn uds_throughput(dir: &Path, size: usize, n: u64) -> (f64, f64, f64, f64) {
+    let path = dir.join(format!("uds-{size}"));
+    let l = UnixListener::bind(&path).unwrap();
+    let mut child = spawn(&[
+        "uds_tx",
+        path.to_str().unwrap(),
+        &size.to_string(),
+        &n.to_string(),
+    ]);
+    let (mut s, _) = l.accept().unwrap();
+    let rec = 4 + size;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut have, mut got, mut reads) = (0usize, 0u64, 0u64);
+    let mut start = None;
+    let cpu0 = cpu_secs();
+    while got < n {
+        let k = s.read(&mut buf[have..]).unwrap();
+        assert!(k > 0);
+        reads += 1;
+        start.get_or_insert_with(Instant::now);
+        have += k;
+        let mut off = 0;
+        while have - off >= rec {
+            let len = u32::from_le_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            assert_eq!(len, size);
+            std::hint::black_box(&buf[off + 4..off + rec]);
+            off += rec;
+            got += 1;
+        }
+        buf.copy_within(off..have, 0);
+        have -= off;
+    }
+    let secs = start.unwrap().elapsed().as_secs_f64();
+    let my_cpu = cpu_secs() - cpu0;
+    let line = child_line(&mut child);
+    let mut it = line.split_whitespace();
+    let writes: u64 = it.next().unwrap().parse().unwrap();
+    let child_cpu: f64 = it.next().unwrap().parse().unwrap();
+    child.wait().unwrap();
+    let fps = n as f64 / secs;
+    let per_cpu = n as f64 / my_cpu.max(child_cpu);
+    (
+        fps,
+        fps * size as f64 / 1e9,
+        (reads + writes) as f64 / n as f64,
+        per_cpu,
+    )
+}
+
+fn uds_tx(path: &Path, size: usize, n: u64) {
+    pin(1);
+    let mut s = UnixStream::connect(path).unwrap();
+    let mut batch = Vec::new();
+    for _ in 0..BATCH {
+        batch.extend_from_slice(&(size as u32).to_le_bytes());
+        batch.extend(std::iter::repeat_n(0x5au8, size));
+    }
+    let rec = 4 + size;
+    let (mut sent, mut writes) = (0u64, 0u64);
+    let cpu0 = cpu_secs();
+    while sent < n {
+        let k = BATCH.min((n - sent) as usize);
+        s.write_all(&batch[..k * rec]).unwrap();
+        writes += 1;
+        sent += k as u64;
+    }
+    println!("{writes} {}", cpu_secs() - cpu0);
+}
+
+fn uds_latency(dir: &Path, n: usize) -> Vec<u64> {
+    let path = dir.join("uds-lat");
+    let l = UnixListener::bind(&path).unwrap();
+    let mut child = spawn(&["uds_echo", path.to_str().unwrap()]);
+    let (mut s, _) = l.accept().unwrap();
+    let mut msg = [7u8; 68];
+    let mut samples = Vec::with_capacity(n);
+    let cap = Instant::now() + Duration::from_secs(5);
+    for i in 0..n + 1000 {
+        if Instant::now() > cap {
+            break;
+        }
+        let t0 = Instant::now();
+        s.write_all(&msg).unwrap();
+        s.read_exact(&mut msg).unwrap();
+        if i >= 1000 {
+            samples.push(t0.elapsed().as_nanos() as u64 / 2);
+        }
+    }
+    drop(s);
+    child.wait().unwrap();
+    samples
+}
+
+fn uds_echo(path: &Path) {
+    pin(1);
+    let mut s = UnixStream::connect(path).unwrap();
+    let mut msg = [0u8; 68];
+    while s.read_exact(&mut msg).is_ok() {
+        s.write_all(&msg).unwrap();
+    }
+}
+
+// ---- main ---------------------------------------------------------------------------------
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("child") {
+        let p = PathBuf::from(&args[3]);
+        match args[2].as_str() {
+            "ring_tx" => ring_tx(&p, args[4].parse().unwrap(), args[5].parse().unwrap()),
+            "ring_echo" => ring_echo(&p, args[4] == "1"),
+            "pipe_echo" => pipe_echo(&p),
+            "uds_tx" => uds_tx(&p, args[4].parse().unwrap(), args[5].parse().unwrap()),
+            "uds_echo" => uds_echo(&p),
+            other => panic!("unknown child {other}"),
+        }
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let scale = if quick { 10 } else { 1 };
+    pin(0);
+    let base = if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("shmraft-bench-")
+        .tempdir_in(base)
+        .unwrap();
+    let rt = dir.path().join("rt");
+
+    if let Ok(size) = std::env::var("IPC_BENCH_RING_ONLY") {
+        let size: usize = size.parse().unwrap();
+        let (f, g, sys, c) = ring_throughput(&rt, size, 4_000_000_000 / size as u64);
+        println!(
+            "ring {size} B: {:.2} M frames/s, {g:.2} GB/s, {sys:.5} syscalls/frame; per CPU-second {:.2} M frames, {:.2} GB",
+            f / 1e6,
+            c / 1e6,
+            c * size as f64 / 1e9
+        );
+        return;
+    }
+    let mc64 = memcpy_msgs_per_s(64, 50_000_000 / scale);
+    let mc4k_hot = memcpy_gbps(4096, 4 << 30 >> (scale / 10 * 3));
+    let mc64m = memcpy_gbps(64 << 20, 2 << 30 >> (scale / 10 * 3));
+    println!(
+        "| baseline | memcpy 64 B into a 1 MiB buffer, per CPU-second | {:.1} M copies |",
+        mc64 / 1e6
+    );
+    println!("| baseline | memcpy 4 KiB hot, per CPU-second | {mc4k_hot:.1} GB |");
+    println!("| baseline | memcpy 64 MiB (DRAM), per CPU-second | {mc64m:.1} GB |");
+
+    let (f64s, g64, sys64, c64) = ring_throughput(&rt, 64, 60_000_000 / scale as u64);
+    println!(
+        "| ring | 64 B frames, batches of {BATCH}, receiver awake | {:.2} M frames/s, {g64:.2} GB/s; per CPU-second of the busier side {:.2} M frames; {sys64:.5} syscalls/frame |",
+        f64s / 1e6,
+        c64 / 1e6
+    );
+    let (f4k, g4k, sys4k, c4k) = ring_throughput(&rt, 4096, 4_000_000 / scale as u64);
+    println!(
+        "| ring | 4 KiB frames, batches of {BATCH}, receiver awake | {:.2} M frames/s, {g4k:.2} GB/s; per CPU-second {:.2} GB; {sys4k:.5} syscalls/frame |",
+        f4k / 1e6,
+        c4k * 4096.0 / 1e9
+    );
+    let (u64s, ug64, usys64, uc64) = uds_throughput(dir.path(), 64, 20_000_000 / scale as u64);
+    println!(
+        "| uds | 64 B frames, {BATCH} per write | {:.2} M frames/s, {ug64:.2} GB/s; per CPU-second {:.2} M frames; {usys64:.4} syscalls/frame |",
+        u64s / 1e6,
+        uc64 / 1e6
+    );
+    let (u4k, ug4k, usys4k, uc4k) = uds_throughput(dir.path(), 4096, 2_000_000 / scale as u64);
+    println!(
+        "| uds | 4 KiB frames, {BATCH} per write | {:.2} M frames/s, {ug4k:.2} GB/s; per CPU-second {:.2} GB; {usys4k:.4} syscalls/frame |",
+        u4k / 1e6,
+        uc4k * 4096.0 / 1e9
+    );
+
+    let n = 200_000 / scale;
+    let mut spin = ring_latency(&rt, false, n);
+    let (s50, s99) = (pct(&mut spin, 0.5), pct(&mut spin, 0.99));
+    println!(
+        "| ring | one-way latency, receiver spinning (RTT/2) | p50 {s50:.3} us, p99 {s99:.3} us |"
+    );
+    let n = 20_000 / scale;
+    let mut pipe = pipe_latency(dir.path(), n);
+    let (p50, p99) = (pct(&mut pipe, 0.5), pct(&mut pipe, 0.99));
+    println!(
+        "| baseline | raw pipe one-way (RTT/2), reader blocked in read | p50 {p50:.2} us, p99 {p99:.2} us |"
+    );
+    let mut parked = ring_latency(&rt, true, n);
+    let (k50, k99) = (pct(&mut parked, 0.5), pct(&mut parked, 0.99));
+    println!(
+        "| ring | one-way latency, receiver parked (RTT/2) | p50 {k50:.2} us, p99 {k99:.2} us; {:.2}x the raw pipe |",
+        k50 / p50
+    );
+    let mut uds = uds_latency(dir.path(), n);
+    let (d50, d99) = (pct(&mut uds, 0.5), pct(&mut uds, 0.99));
+    println!(
+        "| uds | one-way latency 64 B (RTT/2), reader blocked | p50 {d50:.2} us, p99 {d99:.2} us |"
+    );
+    println!();
+    println!(
+        "ratios (per CPU-second): ring 64 B = {:.3}x memcpy-64B copies, {:.2}x UDS; ring 4 KiB = {:.2}x hot 4 KiB memcpy, {:.2}x DRAM memcpy, {:.2}x UDS. Latency: parked = {:.2}x pipe half-RTT; spinning = {:.3}x pipe half-RTT",
+        c64 / mc64,
+        c64 / uc64,
+        c4k * 4096.0 / 1e9 / mc4k_hot,
+        c4k * 4096.0 / 1e9 / mc64m,
+        c4k / uc4k,
+        k50 / p50,
+        s50 / p50
+    );
+    println!(
+        "load average during the run: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}

@@ -1,0 +1,46 @@
+//! Single-process ring cost (no scheduling): alternately send a batch and drain it.
+//!     cargo run --release -p shmraft-ipc --example ring_inproc
+use shmraft_ipc::{Endpoint, OutFrame, Transport, TransportConfig};
+use std::time::Instant;
+
+fn main() {
+    let dir = tempfile::Builder::new()
+        .prefix("shmraft-inproc-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let mut c = TransportConfig::new(dir.path().join("rt"), 1);
+    c.ring_bytes = 4 << 20;
+    let mut a = Transport::node(c.clone(), 1, &[1, 2]).unwrap();
+    let mut b = Transport::node(c, 2, &[1, 2]).unwrap();
+    while a.send(Endpoint::Node(2), 0, b"").is_err() {
+        a.wait(Some(std::time::Duration::from_millis(1))).unwrap();
+        a.recv(|_| {});
+        b.recv(|_| {});
+    }
+    for size in [64usize, 4096] {
+        let p = vec![1u8; size];
+        let frames: Vec<OutFrame<'_>> = (0..32)
+            .map(|_| OutFrame {
+                kind: 1,
+                payload: &p,
+            })
+            .collect();
+        let n = if size == 64 { 10_000_000 } else { 1_000_000 };
+        let t = Instant::now();
+        let mut got = 0usize;
+        let mut sent = 0usize;
+        while got < n {
+            if sent < n && a.send_batch(Endpoint::Node(2), &frames).is_ok() {
+                sent += 32;
+            } else {
+                got += b.recv(|_| {});
+            }
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{size} B: {:.1} M frames/s per (send+recv) pair, {:.2} GB/s",
+            n as f64 / s / 1e6,
+            (n * size) as f64 / s / 1e9
+        );
+    }
+}
