@@ -15,6 +15,7 @@
 //! replays a failure exactly.
 
 pub mod machine;
+pub mod scenarios;
 
 use crate::config::Config;
 use crate::log_store::{LogStore, MemLogStore};
@@ -363,6 +364,9 @@ pub struct Sim {
     next_ctx: u64,
     /// Trace of notable events (the last ones are printed with a violation).
     trace: VecDeque<String>,
+    /// Messages sent, by kind.
+    sent: HashMap<&'static str, u64>,
+    rejections: u64,
 }
 
 const TRACE_KEPT: usize = 40;
@@ -391,6 +395,8 @@ impl Sim {
             },
             next_ctx: 1,
             trace: VecDeque::new(),
+            sent: HashMap::new(),
+            rejections: 0,
             rng: ChaCha8Rng::seed_from_u64(rng.random()),
             opts,
         };
@@ -449,6 +455,29 @@ impl Sim {
     }
 
     // ------------------------------------------------------------------ public controls
+
+    /// Whether the nodes run with CheckQuorum (their configuration after the tweak).
+    pub fn config_check_quorum(&self) -> bool {
+        self.config(0).check_quorum
+    }
+
+    /// Asks leader `from` to hand leadership to `to` (TimeoutNow, thesis §3.10).
+    pub fn transfer_leadership(&mut self, from: usize, to: usize) -> Result<(), Violation> {
+        let target = NodeId(to as u64 + 1);
+        self.raft_mut(from)
+            .transfer_leadership(target)
+            .map_err(|e| Violation(format!("transfer to {target} refused: {e}")))?;
+        self.drive(from)
+    }
+
+    /// How many messages of this kind (`MessageBody::name`) were sent, delivered or not.
+    pub fn sent(&self, kind: &str) -> u64 {
+        self.sent.get(kind).copied().unwrap_or(0)
+    }
+    /// AppendEntries rejections sent so far (a measure of log backtracking).
+    pub fn append_rejections(&self) -> u64 {
+        self.rejections
+    }
 
     pub fn now_ms(&self) -> u64 {
         self.now
@@ -700,6 +729,11 @@ impl Sim {
         let mut inbox = std::mem::take(&mut node.inbox);
         inbox.retain(|e| !matches!(e, Event::Tick { .. }));
         inbox.shuffle(&mut self.rng);
+        if self.rng.random_bool(0.5) {
+            // Sometimes the client ring is polled first: requests that arrived during the pause
+            // meet the node's stale view of the cluster (fault matrix C2).
+            inbox.sort_by_key(|e| !matches!(e, Event::ClientRequest { .. }));
+        }
         self.note(format!(
             "resume {} with {} queued inputs",
             i + 1,
@@ -968,6 +1002,10 @@ impl Sim {
     }
 
     fn send(&mut self, m: Message) {
+        *self.sent.entry(m.body.name()).or_insert(0) += 1;
+        if let MessageBody::AppendEntriesResponse { success: false, .. } = m.body {
+            self.rejections += 1;
+        }
         let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
         if self.blocked[from][to] {
             return;
