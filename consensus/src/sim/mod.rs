@@ -1372,13 +1372,23 @@ impl Sim {
                 None => {
                     self.checker.leaders.insert(st.current_term, st.id);
                     self.checker.elections += 1;
-                    // Leader completeness (Raft §5.4): the new leader holds every committed entry.
-                    let c = Index(self.checker.committed.len() as u64 - 1);
-                    if c > Index::ZERO {
+                    // Leader completeness (Raft §5.4): the new leader of term T holds every
+                    // entry committed in earlier terms. (A leader of an older term may still
+                    // appear, e.g. a paused candidate counting old votes; entries of later terms
+                    // are not its concern.) Log matching makes the last such entry enough.
+                    let mut c = self.checker.committed.len() - 1;
+                    while c > 0 {
+                        let t = self.checker.committed[c];
+                        if t != Term::ZERO && t < st.current_term {
+                            break;
+                        }
+                        c -= 1;
+                    }
+                    let c = Index(c as u64);
+                    if c > Index::ZERO && c >= st.first_index {
                         let want = self.checker.committed[c.0 as usize];
                         let has = raft.term_of(c);
-                        let compacted = c < st.first_index;
-                        if want != Term::ZERO && !compacted && has.as_ref().ok() != Some(&want) {
+                        if has.as_ref().ok() != Some(&want) {
                             return violation(format!(
                                 "leader completeness: node {} leads term {} without committed entry {c} (term {want}; it has {has:?})",
                                 i + 1,
