@@ -212,3 +212,10 @@ fn leadership_transfer_for_planned_restart() {
         scenarios::leadership_transfer(s, no_tweak)
     });
 }
+
+#[test]
+fn elections_under_power_cuts_at_vote_time() {
+    run_seeds("elections_under_power_cuts_at_vote_time", 20, |s| {
+        scenarios::elections_under_power_cuts(s, no_tweak)
+    });
+}

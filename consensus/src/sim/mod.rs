@@ -70,6 +70,9 @@ pub struct FaultMix {
     pub pauses: bool,
     /// Mean virtual milliseconds between nemesis actions.
     pub nemesis_interval_ms: u64,
+    /// Probability that a node loses power right after it sends a vote, coming back 1-5 ms later
+    /// (aims crashes at the vote-durability window).
+    pub crash_after_vote_prob: f64,
 }
 
 impl FaultMix {
@@ -88,6 +91,7 @@ impl FaultMix {
             torn_writes: false,
             pauses: false,
             nemesis_interval_ms: 200,
+            crash_after_vote_prob: 0.0,
         }
     }
     pub fn unreliable() -> FaultMix {
@@ -137,6 +141,7 @@ impl FaultMix {
             torn_writes: true,
             pauses: true,
             nemesis_interval_ms: 150,
+            crash_after_vote_prob: 0.0,
         }
     }
 }
@@ -152,6 +157,9 @@ pub struct SimOptions {
     pub keys: u64,
     /// Clients give up on a request after this long (its outcome is then unknown).
     pub client_timeout_ms: u64,
+    /// Check at send time that votes and acknowledgements are durable (storage rule 8). The
+    /// bug-seeding tests turn it off to measure the end-to-end checks alone.
+    pub durability_oracle: bool,
 }
 
 fn no_tweak(_: &mut Config) {}
@@ -165,8 +173,22 @@ impl SimOptions {
             tweak: no_tweak,
             keys: 4,
             client_timeout_ms: 400,
+            durability_oracle: DURABILITY_ORACLE.with(|d| d.get()),
         }
     }
+}
+
+thread_local! {
+    static DURABILITY_ORACLE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with the durability oracle on or off for every `SimOptions` created on this thread
+/// (bug seeding measures the end-to-end checks alone with it off).
+pub fn with_durability_oracle<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let old = DURABILITY_ORACLE.with(|d| d.replace(on));
+    let r = f();
+    DURABILITY_ORACLE.with(|d| d.set(old));
+    r
 }
 
 #[derive(Debug)]
@@ -215,6 +237,9 @@ enum Event {
         generation: u64,
     },
     Nemesis,
+    Restart {
+        node: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -367,6 +392,7 @@ pub struct Sim {
     /// Messages sent, by kind.
     sent: HashMap<&'static str, u64>,
     rejections: u64,
+    crash_after_drive: bool,
 }
 
 const TRACE_KEPT: usize = 40;
@@ -397,6 +423,7 @@ impl Sim {
             trace: VecDeque::new(),
             sent: HashMap::new(),
             rejections: 0,
+            crash_after_drive: false,
             rng: ChaCha8Rng::seed_from_u64(rng.random()),
             opts,
         };
@@ -984,6 +1011,7 @@ impl Sim {
                 }
                 self.resume(node)
             }
+            Event::Restart { node } => self.restart(node),
             Event::Nemesis => {
                 if !self.nemesis {
                     return Ok(());
@@ -1027,6 +1055,9 @@ impl Sim {
         let Some(raft) = &self.nodes[i].raft else {
             return Ok(());
         };
+        if !self.opts.durability_oracle {
+            return Ok(());
+        }
         let store = raft.store();
         match &m.body {
             MessageBody::RequestVoteResponse {
@@ -1085,6 +1116,7 @@ impl Sim {
             self.check_outgoing(i, m)?;
         }
         for m in w.persist.messages {
+            self.note_vote(i, &m);
             self.send(m);
         }
         self.raft_mut(i).on_persisted(w.persist.id);
@@ -1105,6 +1137,7 @@ impl Sim {
                 self.check_outgoing(i, m)?;
             }
             for m in rd.messages {
+                self.note_vote(i, &m);
                 self.send(m);
             }
             if let Some(p) = rd.persist {
@@ -1140,7 +1173,29 @@ impl Sim {
                 self.raft_mut(i).store_mut().compact(to);
             }
         }
-        self.check_node(i)
+        self.check_node(i)?;
+        if std::mem::take(&mut self.crash_after_drive) && self.nodes[i].raft.is_some() {
+            self.crash(i, true);
+            let d = self.rng.random_range(1..=5);
+            self.schedule(d, Event::Restart { node: i });
+        }
+        Ok(())
+    }
+
+    fn note_vote(&mut self, _i: usize, m: &Message) {
+        let p = self.opts.faults.crash_after_vote_prob;
+        if p > 0.0
+            && matches!(
+                m.body,
+                MessageBody::RequestVoteResponse {
+                    pre_vote: false,
+                    vote_granted: true
+                }
+            )
+            && self.rng.random_bool(p)
+        {
+            self.crash_after_drive = true;
+        }
     }
 
     fn take_snapshot(&mut self, i: usize, at: Index) -> Result<(), Violation> {

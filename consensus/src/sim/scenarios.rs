@@ -580,3 +580,28 @@ pub fn random(
     o.tweak = tweak;
     super::random_run(o, fault_ms).map(|_| ())
 }
+
+/// Elections while nodes keep losing power: every few tens of milliseconds a random node is
+/// power-cut and restarted, with slow disks, so crashes land between a vote and its sync. The
+/// per-step checks (one leader per term) catch a vote that was sent before it was durable.
+pub fn elections_under_power_cuts(seed: u64, tweak: fn(&mut Config)) -> Result<(), Violation> {
+    let mut faults = FaultMix::crashes();
+    faults.disk_latency_ms_max = 20;
+    faults.delay_jitter_ms = 10;
+    faults.crash_after_vote_prob = 0.3;
+    let mut s = sim(seed, 3, faults, tweak);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let r = (|| {
+        s.start_clients(2);
+        let end = s.now_ms() + 4000;
+        while s.now_ms() < end {
+            s.run_for(rng.random_range(5..60))?;
+            let i = rng.random_range(0..3);
+            s.crash(i, true);
+            s.run_for(rng.random_range(0..30))?;
+            s.restart(i)?;
+        }
+        s.heal_and_check(PROGRESS_BOUND_MS)
+    })();
+    with_trace(&s, r)
+}
