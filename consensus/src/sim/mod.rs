@@ -356,6 +356,9 @@ struct Checker {
     entries: HashMap<(u64, u64), (u64, u64)>,
     /// committed[i] = term of the entry committed at i (Term 0: not known yet).
     committed: Vec<Term>,
+    /// commit_term[i] = the term in which index i was first seen committed (the committing
+    /// leader's term or later): leader completeness binds leaders of later terms only.
+    commit_term: Vec<Term>,
     /// applied[i] = (entry hash, state digest after applying it): state machine safety.
     applied: Vec<Option<(u64, u64)>>,
     elections: u64,
@@ -416,6 +419,7 @@ impl Sim {
             history: Vec::new(),
             checker: Checker {
                 committed: vec![Term::ZERO],
+                commit_term: vec![Term::ZERO],
                 applied: vec![None],
                 ..Checker::default()
             },
@@ -1030,6 +1034,13 @@ impl Sim {
     }
 
     fn send(&mut self, m: Message) {
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            match &m.body {
+                MessageBody::AppendEntries { entries, .. } if entries.is_empty() => {}
+                MessageBody::Heartbeat { .. } | MessageBody::HeartbeatResponse { .. } => {}
+                _ => eprintln!("[{} ms] {} -> {} t{} {:?}", self.now, m.from, m.to, m.term, crate::sim::debug_body(&m.body)),
+            }
+        }
         *self.sent.entry(m.body.name()).or_insert(0) += 1;
         if let MessageBody::AppendEntriesResponse { success: false, .. } = m.body {
             self.rejections += 1;
@@ -1402,10 +1413,12 @@ impl Sim {
                 let k = idx.0 as usize;
                 if self.checker.committed.len() <= k {
                     self.checker.committed.resize(k + 1, Term::ZERO);
+                    self.checker.commit_term.resize(k + 1, Term::ZERO);
                 }
                 let c = &mut self.checker.committed[k];
                 if *c == Term::ZERO {
                     *c = t;
+                    self.checker.commit_term[k] = st.current_term;
                 } else if *c != t {
                     return violation(format!(
                         "state machine safety: node {} committed term {t} at index {idx}, another node term {c}",
@@ -1428,12 +1441,13 @@ impl Sim {
                     self.checker.leaders.insert(st.current_term, st.id);
                     self.checker.elections += 1;
                     // Leader completeness (Raft §5.4): the new leader of term T holds every
-                    // entry committed in earlier terms. (A leader of an older term may still
-                    // appear, e.g. a paused candidate counting old votes; entries of later terms
-                    // are not its concern.) Log matching makes the last such entry enough.
+                    // entry committed in an earlier term. (A leader of an older term may still
+                    // appear later in time, e.g. a paused candidate counting votes granted
+                    // before the pause; entries committed in later terms are not its concern.)
+                    // Log matching makes the last such entry enough.
                     let mut c = self.checker.committed.len() - 1;
                     while c > 0 {
-                        let t = self.checker.committed[c];
+                        let t = self.checker.commit_term[c];
                         if t != Term::ZERO && t < st.current_term {
                             break;
                         }
@@ -2002,5 +2016,17 @@ pub fn random_run(opts: SimOptions, fault_ms: u64) -> Result<Sim, Violation> {
     match r {
         Ok(()) => Ok(sim),
         Err(v) => Err(Violation(format!("{v}\nlast events:\n{}", sim.trace()))),
+    }
+}
+
+#[doc(hidden)]
+pub fn debug_body(b: &MessageBody) -> String {
+    match b {
+        MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => format!(
+            "AE prev=({prev_log_index},{prev_log_term}) n={} last={:?} commit={leader_commit}",
+            entries.len(),
+            entries.last().map(|e| (e.index.0, e.term.0))
+        ),
+        other => format!("{other:?}"),
     }
 }
