@@ -9,7 +9,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use shmraft_consensus::{
-    Config, EntryKind, Index, LogStore, Membership, MemLogStore, Message, NodeId, Payload, Raft,
+    Config, EntryKind, Index, LogStore, MemLogStore, Membership, Message, NodeId, Payload, Raft,
     SnapshotMeta,
 };
 use std::collections::VecDeque;
@@ -40,7 +40,12 @@ impl Cluster {
                 Raft::new(c, store, hs, id).expect("valid config")
             })
             .collect();
-        let mut cl = Cluster { nodes, wire: VecDeque::new(), applied: vec![0; 3], leader: 0 };
+        let mut cl = Cluster {
+            nodes,
+            wire: VecDeque::new(),
+            applied: vec![0; 3],
+            leader: 0,
+        };
         // Elect a leader: tick until one appears.
         for _ in 0..1000 {
             for n in cl.nodes.iter_mut() {
@@ -86,7 +91,9 @@ impl Cluster {
                             last_included_term: term,
                             membership: Membership::default(),
                         };
-                        self.nodes[i].store_mut().set_snapshot(meta.clone(), Payload::default());
+                        self.nodes[i]
+                            .store_mut()
+                            .set_snapshot(meta.clone(), Payload::default());
                         self.nodes[i].on_snapshot_written(&meta);
                     }
                     if let Some(to) = rd.compact_to {
@@ -116,7 +123,9 @@ impl Cluster {
                 batch.push(Payload::from_slice(payload));
             }
             left -= batch.len();
-            self.nodes[self.leader].propose_batch(&batch).expect("the leader accepts");
+            self.nodes[self.leader]
+                .propose_batch(&batch)
+                .expect("the leader accepts");
             self.settle();
         }
         // Followers learn the final commit index from a heartbeat.
@@ -141,14 +150,18 @@ fn core_throughput(c: &mut Criterion) {
         });
         // Baseline: copying the same bytes (one memcpy per entry into a reused buffer).
         let mut dst = vec![0u8; size];
-        group.bench_with_input(BenchmarkId::new("baseline_memcpy_entries", size), &size, |b, _| {
-            b.iter(|| {
-                for _ in 0..ENTRIES_PER_ITER {
-                    dst.copy_from_slice(black_box(&payload));
-                    black_box(&dst);
-                }
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("baseline_memcpy_entries", size),
+            &size,
+            |b, _| {
+                b.iter(|| {
+                    for _ in 0..ENTRIES_PER_ITER {
+                        dst.copy_from_slice(black_box(&payload));
+                        black_box(&dst);
+                    }
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -2090,3 +2090,278 @@ impl<S: LogStore> Raft<S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Paper-rule tests on single cores, messages passed by hand.
+    use super::*;
+    use crate::log_store::MemLogStore;
+
+    fn node(id: u64, n: u64) -> Raft<MemLogStore> {
+        let voters = (1..=n).map(NodeId).collect();
+        let store = MemLogStore::new();
+        Raft::new(
+            Config::new(NodeId(id), voters),
+            store,
+            HardState::default(),
+            id,
+        )
+        .unwrap()
+    }
+
+    /// Performs a Ready like a synchronous driver; returns (sent now, sent after persist).
+    fn drain(r: &mut Raft<MemLogStore>) -> (Vec<Message>, Vec<Message>) {
+        let mut now = Vec::new();
+        let mut after = Vec::new();
+        while r.has_ready() {
+            let rd = r.ready();
+            now.extend(rd.messages);
+            if let Some(p) = rd.persist {
+                let s = r.store_mut();
+                if let Some(hs) = p.hard_state {
+                    s.hard_state = hs;
+                }
+                s.append(&p.entries).unwrap();
+                after.extend(p.messages);
+                r.on_persisted(p.id);
+            }
+        }
+        (now, after)
+    }
+
+    fn vote_request(from: u64, to: u64, term: u64, last: (u64, u64)) -> Message {
+        Message {
+            from: NodeId(from),
+            to: NodeId(to),
+            term: Term(term),
+            body: MessageBody::RequestVote {
+                pre_vote: false,
+                last_log_index: Index(last.0),
+                last_log_term: Term(last.1),
+                leadership_transfer: false,
+            },
+        }
+    }
+
+    #[test]
+    fn raft_5_2_a_vote_is_sent_only_after_it_is_persisted() {
+        let mut r = node(2, 3);
+        r.step(vote_request(1, 2, 1, (0, 0))).unwrap();
+        let rd = r.ready();
+        assert!(
+            rd.messages.is_empty(),
+            "no vote may leave before the persist"
+        );
+        let p = rd.persist.expect("the vote must be persisted");
+        assert_eq!(p.hard_state.unwrap().voted_for, NodeId(1));
+        assert!(matches!(
+            p.messages[0].body,
+            MessageBody::RequestVoteResponse {
+                vote_granted: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn raft_5_2_one_vote_per_term_and_5_4_1_only_for_up_to_date_logs() {
+        let mut r = node(3, 3);
+        r.step(vote_request(1, 3, 1, (0, 0))).unwrap();
+        r.step(vote_request(2, 3, 1, (0, 0))).unwrap();
+        let (_, after) = drain(&mut r);
+        let grants: Vec<bool> = after
+            .iter()
+            .map(|m| {
+                matches!(
+                    m.body,
+                    MessageBody::RequestVoteResponse {
+                        vote_granted: true,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(grants, vec![true, false]);
+        // A log that is behind ours does not get a vote, even in a new term.
+        let mut r = node(3, 3);
+        r.unstable.push_back(Entry {
+            index: Index(1),
+            term: Term(1),
+            kind: EntryKind::Normal,
+            data: Payload::default(),
+        });
+        r.step(vote_request(1, 3, 2, (0, 0))).unwrap();
+        let (_, after) = drain(&mut r);
+        assert!(matches!(
+            after[0].body,
+            MessageBody::RequestVoteResponse {
+                vote_granted: false,
+                ..
+            }
+        ));
+    }
+
+    fn elect(n: u64) -> Vec<Raft<MemLogStore>> {
+        let mut nodes: Vec<_> = (1..=n).map(|i| node(i, n)).collect();
+        for _ in 0..100 {
+            nodes[0].tick();
+            let mut wire: Vec<Message> = Vec::new();
+            loop {
+                for r in nodes.iter_mut() {
+                    let (a, b) = drain(r);
+                    wire.extend(a);
+                    wire.extend(b);
+                }
+                if wire.is_empty() {
+                    break;
+                }
+                for m in wire.drain(..) {
+                    let to = m.to.0 as usize - 1;
+                    nodes[to].step(m).unwrap();
+                }
+            }
+            if nodes[0].is_leader() {
+                return nodes;
+            }
+        }
+        panic!("node 1 was not elected");
+    }
+
+    #[test]
+    fn thesis_10_2_1_the_leader_counts_itself_only_once_durable() {
+        let mut nodes = elect(5);
+        let leader = &mut nodes[0];
+        let base = leader.commit_index();
+        let pid = leader.propose(Payload::from_slice(b"x")).unwrap();
+        let rd = leader.ready();
+        let persist = rd.persist.expect("the entry must be persisted");
+        // Two followers acknowledge (2 of 5): with the leader's own durable copy that is a
+        // majority, but the leader's write has not completed yet.
+        for f in [2, 3] {
+            leader
+                .step(Message {
+                    from: NodeId(f),
+                    to: NodeId(1),
+                    term: leader.current_term(),
+                    body: MessageBody::AppendEntriesResponse {
+                        success: true,
+                        match_index: pid.index,
+                        rejected_index: Index::ZERO,
+                        conflict_term: Term::ZERO,
+                        conflict_index: Index::ZERO,
+                    },
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            leader.commit_index(),
+            base,
+            "committed before the leader's own sync"
+        );
+        leader.store_mut().append(&persist.entries).unwrap();
+        leader.on_persisted(persist.id);
+        assert_eq!(leader.commit_index(), pid.index);
+    }
+
+    fn ack(from: u64, term: Term, match_index: Index) -> Message {
+        Message {
+            from: NodeId(from),
+            to: NodeId(1),
+            term,
+            body: MessageBody::AppendEntriesResponse {
+                success: true,
+                match_index,
+                rejected_index: Index::ZERO,
+                conflict_term: Term::ZERO,
+                conflict_index: Index::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn raft_5_4_2_no_commit_of_a_previous_term_entry_by_counting() {
+        // Node 1 holds two uncommitted entries of term 1 and wins term 2 (Figure 8's S1).
+        let mut r = node(1, 3);
+        for i in 1..=2 {
+            r.unstable.push_back(Entry {
+                index: Index(i),
+                term: Term(1),
+                kind: EntryKind::Normal,
+                data: Payload::default(),
+            });
+        }
+        r.current_term = Term(1);
+        drain(&mut r);
+        r.become_candidate();
+        r.become_leader(); // appends its no-op at index 3, term 2
+        drain(&mut r);
+        let term = r.current_term();
+        assert_eq!(term, Term(2));
+        // A majority now stores the term-1 entry at index 2: counting must not commit it.
+        r.step(ack(2, term, Index(2))).unwrap();
+        assert_eq!(
+            r.commit_index(),
+            Index::ZERO,
+            "an old-term entry committed by counting (Figure 8)"
+        );
+        // Once the leader's own entry is on a majority, everything up to it commits.
+        r.step(ack(2, term, Index(3))).unwrap();
+        assert_eq!(r.commit_index(), Index(3));
+    }
+
+    #[test]
+    fn fast_backtracking_hint_names_the_conflicting_term_start() {
+        let mut f = node(2, 3);
+        for (i, t) in [(1, 1), (2, 2), (3, 2), (4, 2)] {
+            f.unstable.push_back(Entry {
+                index: Index(i),
+                term: Term(t),
+                kind: EntryKind::Normal,
+                data: Payload::default(),
+            });
+        }
+        f.current_term = Term(3);
+        f.step(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::AppendEntries {
+                prev_log_index: Index(4),
+                prev_log_term: Term(3),
+                entries: vec![],
+                leader_commit: Index::ZERO,
+            },
+        })
+        .unwrap();
+        let (_, after) = drain(&mut f);
+        match &after[0].body {
+            MessageBody::AppendEntriesResponse {
+                success: false,
+                conflict_term,
+                conflict_index,
+                ..
+            } => {
+                assert_eq!((*conflict_term, *conflict_index), (Term(2), Index(2)));
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stale_leader_learns_the_newer_term() {
+        let mut f = node(2, 3);
+        f.current_term = Term(5);
+        f.step(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::Heartbeat {
+                leader_commit: Index::ZERO,
+                read_seq: 1,
+            },
+        })
+        .unwrap();
+        let (now, _) = drain(&mut f);
+        assert_eq!(now[0].term, Term(5));
+    }
+}

@@ -619,7 +619,11 @@ impl Sim {
                     i != j && (group_of(i).is_none() || group_of(i) != group_of(j));
             }
         }
-        self.note(format!("partition {groups:?}"));
+        let shown: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| g.iter().map(|i| i + 1).collect())
+            .collect();
+        self.note(format!("partition {shown:?}"));
     }
 
     /// Blocks or unblocks one direction of one link.
@@ -637,10 +641,9 @@ impl Sim {
                 self.blocked[b][a] = true;
             }
         }
-        self.note(format!(
-            "bridge {} between {left:?} and {right:?}",
-            bridge + 1
-        ));
+        let l: Vec<usize> = left.iter().map(|i| i + 1).collect();
+        let r: Vec<usize> = right.iter().map(|i| i + 1).collect();
+        self.note(format!("bridge {} between {l:?} and {r:?}", bridge + 1));
     }
 
     pub fn heal_network(&mut self) {
@@ -1038,7 +1041,14 @@ impl Sim {
             match &m.body {
                 MessageBody::AppendEntries { entries, .. } if entries.is_empty() => {}
                 MessageBody::Heartbeat { .. } | MessageBody::HeartbeatResponse { .. } => {}
-                _ => eprintln!("[{} ms] {} -> {} t{} {:?}", self.now, m.from, m.to, m.term, crate::sim::debug_body(&m.body)),
+                _ => eprintln!(
+                    "[{} ms] {} -> {} t{} {:?}",
+                    self.now,
+                    m.from,
+                    m.to,
+                    m.term,
+                    crate::sim::debug_body(&m.body)
+                ),
             }
         }
         *self.sent.entry(m.body.name()).or_insert(0) += 1;
@@ -2022,7 +2032,12 @@ pub fn random_run(opts: SimOptions, fault_ms: u64) -> Result<Sim, Violation> {
 #[doc(hidden)]
 pub fn debug_body(b: &MessageBody) -> String {
     match b {
-        MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => format!(
+        MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => format!(
             "AE prev=({prev_log_index},{prev_log_term}) n={} last={:?} commit={leader_commit}",
             entries.len(),
             entries.last().map(|e| (e.index.0, e.term.0))
