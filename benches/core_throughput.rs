@@ -33,8 +33,11 @@ impl Cluster {
         let nodes = (1..=3u64)
             .map(|id| {
                 let mut c = Config::new(NodeId(id), voters.clone());
-                c.snapshot_entries = 64 * 1024;
-                c.compaction_retain_entries = 1024;
+                // Snapshot (empty: there is no state machine) and compact often, so the heap
+                // holds a bounded log as the mmapped WAL would, and the allocator reuses memory
+                // instead of faulting in fresh pages.
+                c.snapshot_entries = 4096;
+                c.compaction_retain_entries = 256;
                 let store = MemLogStore::new();
                 let hs = store.hard_state;
                 Raft::new(c, store, hs, id).expect("valid config")

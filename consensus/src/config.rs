@@ -104,6 +104,10 @@ pub enum ConfigError {
     BadTimeouts { min: u64, max: u64, heartbeat: u64 },
     #[error("limit `{name}` must be greater than zero")]
     ZeroLimit { name: &'static str },
+    #[error(
+        "lease reads rely on leader stickiness: enable check_quorum or use ReadMode::ReadIndex"
+    )]
+    LeaseWithoutCheckQuorum,
 }
 
 impl Config {
@@ -161,6 +165,9 @@ impl Config {
                 heartbeat: self.heartbeat_interval_ticks,
             });
         }
+        if self.read_mode == ReadMode::Lease && !self.check_quorum {
+            return Err(ConfigError::LeaseWithoutCheckQuorum);
+        }
         let limits: [(&'static str, u64); 8] = [
             ("max_msg_bytes", self.max_msg_bytes),
             ("max_msg_entries", self.max_msg_entries as u64),
@@ -202,4 +209,36 @@ pub(crate) struct NoBugs {
     pub read_without_read_index: bool,
     pub compact_before_snapshot_durable: bool,
     pub forget_snapshot_on_restart: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_problem() {
+        let ok = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        assert_eq!(ok.validate(), Ok(()));
+        let mut c = ok.clone();
+        c.id = NodeId(4);
+        assert!(matches!(c.validate(), Err(ConfigError::NotAVoter { .. })));
+        let mut c = ok.clone();
+        c.voters.push(NodeId(2));
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateVoter(NodeId(2))));
+        let mut c = ok.clone();
+        c.election_timeout_max_ticks = c.election_timeout_min_ticks;
+        assert!(matches!(c.validate(), Err(ConfigError::BadTimeouts { .. })));
+        let mut c = ok.clone();
+        c.read_mode = ReadMode::Lease;
+        c.check_quorum = false;
+        assert_eq!(c.validate(), Err(ConfigError::LeaseWithoutCheckQuorum));
+        let mut c = ok;
+        c.max_inflight_msgs = 0;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroLimit {
+                name: "max_inflight_msgs"
+            })
+        );
+    }
 }
