@@ -73,6 +73,9 @@ pub struct Config {
     pub max_inflight_msgs: usize,
     /// The leader refuses proposals (backpressure) while this many bytes are uncommitted.
     pub max_uncommitted_bytes: u64,
+    /// The leader refuses proposals (backpressure) while this many bytes of its log are not yet
+    /// durable on its own disk (bounds the in-memory entry cache).
+    pub max_unstable_bytes: u64,
     /// Largest single proposal in bytes.
     pub max_entry_bytes: u64,
     /// Most bytes of committed entries handed out for applying in one `Ready`.
@@ -129,6 +132,7 @@ impl Config {
             max_inflight_bytes: 4 * 1024 * 1024,
             max_inflight_msgs: 256,
             max_uncommitted_bytes: 16 * 1024 * 1024,
+            max_unstable_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 4 * 1024 * 1024,
             max_apply_bytes: 4 * 1024 * 1024,
             snapshot_entries: 100_000,
@@ -168,7 +172,8 @@ impl Config {
         if self.read_mode == ReadMode::Lease && !self.check_quorum {
             return Err(ConfigError::LeaseWithoutCheckQuorum);
         }
-        let limits: [(&'static str, u64); 8] = [
+        let limits: [(&'static str, u64); 9] = [
+            ("max_unstable_bytes", self.max_unstable_bytes),
             ("max_msg_bytes", self.max_msg_bytes),
             ("max_msg_entries", self.max_msg_entries as u64),
             ("max_inflight_bytes", self.max_inflight_bytes),

@@ -164,6 +164,10 @@ pub enum ProposeError {
         "{uncommitted_bytes} bytes are uncommitted (limit {limit}); retry when commits catch up"
     )]
     Backpressure { uncommitted_bytes: u64, limit: u64 },
+    #[error(
+        "{unstable_bytes} bytes of the leader's log are not yet durable (limit {limit}); retry when its disk catches up"
+    )]
+    DiskBehind { unstable_bytes: u64, limit: u64 },
     #[error("a proposal of {bytes} bytes exceeds the {max}-byte limit")]
     TooLarge { bytes: u64, max: u64 },
     #[error("leadership is being transferred to node {to}; retry at the new leader")]
@@ -249,6 +253,10 @@ pub struct Raft<S: LogStore> {
     /// commit before they are durable on the leader), a follower's by the leader's window.
     unstable: VecDeque<Entry>,
     unstable_offset: Index,
+    /// Sum of `size_bytes` of `unstable`. The leader refuses proposals past
+    /// `max_unstable_bytes` (its own disk is behind); a follower's is bounded by the leader's
+    /// in-flight window, since it acknowledges only durable entries.
+    unstable_bytes: u64,
     /// A received snapshot not yet durable; while set, the log logically starts after it.
     unstable_snapshot: Option<SnapshotMeta>,
     /// Entries up to here were handed to the driver. Invariant: `unstable_offset - 1 <=
@@ -340,6 +348,7 @@ impl<S: LogStore> Raft<S> {
             role: Role::Follower,
             unstable: VecDeque::new(),
             unstable_offset: last.next(),
+            unstable_bytes: 0,
             unstable_snapshot: None,
             handed_out: last,
             durable_index: last,
@@ -554,6 +563,7 @@ impl<S: LogStore> Raft<S> {
         if at <= self.last_index() {
             self.truncate_from(at);
         }
+        self.unstable_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
         self.unstable.extend(entries.iter().cloned());
     }
 
@@ -562,7 +572,9 @@ impl<S: LogStore> Raft<S> {
         if at >= self.unstable_offset {
             self.unstable
                 .truncate((at.0 - self.unstable_offset.0) as usize);
+            self.unstable_bytes = self.unstable.iter().map(Entry::size_bytes).sum();
         } else {
+            self.unstable_bytes = 0;
             // Conflicts with entries already handed to the driver: the next Persist starts at
             // `at`, which tells the driver to truncate there.
             self.unstable.clear();
@@ -816,6 +828,7 @@ impl<S: LogStore> Raft<S> {
             data,
         };
         self.unstable.push_back(entry);
+        self.unstable_bytes += size;
         self.note_proposed(index, size);
         Ok(ProposalId {
             index,
@@ -850,6 +863,7 @@ impl<S: LogStore> Raft<S> {
             });
             index = index.next();
         }
+        self.unstable_bytes += size;
         if !batch.is_empty() {
             self.note_proposed(index.prev(), size);
         }
@@ -864,6 +878,12 @@ impl<S: LogStore> Raft<S> {
         };
         if let Some((to, _)) = ls.transferee {
             return Err(ProposeError::TransferInProgress { to });
+        }
+        if self.unstable_bytes > 0 && self.unstable_bytes + size > self.cfg.max_unstable_bytes {
+            return Err(ProposeError::DiskBehind {
+                unstable_bytes: self.unstable_bytes,
+                limit: self.cfg.max_unstable_bytes,
+            });
         }
         if ls.uncommitted_bytes > 0 && ls.uncommitted_bytes + size > self.cfg.max_uncommitted_bytes
         {
@@ -1434,6 +1454,7 @@ impl<S: LogStore> Raft<S> {
         }
         // The whole snapshot is written (once this Ready persists): it replaces the log.
         self.incoming_snapshot = None;
+        self.unstable_bytes = 0;
         self.unstable.clear();
         self.unstable_offset = idx.next();
         self.handed_out = idx;
@@ -1852,7 +1873,9 @@ impl<S: LogStore> Raft<S> {
         debug_assert!(self.durable_index <= self.handed_out);
         // Durable entries are readable from the store now: drop them from memory.
         while self.unstable_offset <= self.durable_index && !self.unstable.is_empty() {
-            self.unstable.pop_front();
+            if let Some(e) = self.unstable.pop_front() {
+                self.unstable_bytes -= e.size_bytes();
+            }
             self.unstable_offset = self.unstable_offset.next();
         }
         if self.unstable.is_empty() && self.unstable_snapshot.is_none() {
@@ -2062,6 +2085,13 @@ impl<S: LogStore> Raft<S> {
             }
             prev_term = e.term;
         }
+        let unstable_sum: u64 = self.unstable.iter().map(Entry::size_bytes).sum();
+        if unstable_sum != self.unstable_bytes {
+            return fail(format!(
+                "unstable bytes {} != {unstable_sum}",
+                self.unstable_bytes
+            ));
+        }
         if let Role::Leader(ls) = &self.role {
             if self.voted_for != self.id || self.leader_id != self.id {
                 return fail("a leader that did not vote for itself".into());
@@ -2184,12 +2214,12 @@ mod tests {
         assert_eq!(grants, vec![true, false]);
         // A log that is behind ours does not get a vote, even in a new term.
         let mut r = node(3, 3);
-        r.unstable.push_back(Entry {
+        r.append_to_log(&[Entry {
             index: Index(1),
             term: Term(1),
             kind: EntryKind::Normal,
             data: Payload::default(),
-        });
+        }]);
         r.step(vote_request(1, 3, 2, (0, 0))).unwrap();
         let (_, after) = drain(&mut r);
         assert!(matches!(
@@ -2283,12 +2313,12 @@ mod tests {
         // Node 1 holds two uncommitted entries of term 1 and wins term 2 (Figure 8's S1).
         let mut r = node(1, 3);
         for i in 1..=2 {
-            r.unstable.push_back(Entry {
+            r.append_to_log(&[Entry {
                 index: Index(i),
                 term: Term(1),
                 kind: EntryKind::Normal,
                 data: Payload::default(),
-            });
+            }]);
         }
         r.current_term = Term(1);
         drain(&mut r);
@@ -2313,12 +2343,12 @@ mod tests {
     fn fast_backtracking_hint_names_the_conflicting_term_start() {
         let mut f = node(2, 3);
         for (i, t) in [(1, 1), (2, 2), (3, 2), (4, 2)] {
-            f.unstable.push_back(Entry {
+            f.append_to_log(&[Entry {
                 index: Index(i),
                 term: Term(t),
                 kind: EntryKind::Normal,
                 data: Payload::default(),
-            });
+            }]);
         }
         f.current_term = Term(3);
         f.step(Message {
@@ -2345,6 +2375,42 @@ mod tests {
             }
             other => panic!("expected a rejection, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn proposals_get_backpressure_when_the_disk_or_the_commit_lags() {
+        let mut nodes = elect(3);
+        let leader = &mut nodes[0];
+        leader.cfg.max_unstable_bytes = 1000;
+        let payload = Payload::new(vec![0; 100]);
+        // The leader's disk never completes: the entry cache fills up.
+        let mut accepted = 0;
+        let err = loop {
+            match leader.propose(payload.clone()) {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+            let _ = leader.ready();
+        };
+        assert!(matches!(err, ProposeError::DiskBehind { .. }), "{err}");
+        assert!((8..=10).contains(&accepted), "{accepted} accepted");
+        // Followers never answer: uncommitted bytes hit their bound too.
+        let mut nodes = elect(3);
+        let leader = &mut nodes[0];
+        leader.cfg.max_uncommitted_bytes = 1000;
+        let err = loop {
+            if let Err(e) = leader.propose(payload.clone()) {
+                break e;
+            }
+            drain(leader);
+        };
+        assert!(matches!(err, ProposeError::Backpressure { .. }), "{err}");
+        // Too large is refused whatever the state.
+        leader.cfg.max_entry_bytes = 10;
+        assert!(matches!(
+            leader.propose(payload),
+            Err(ProposeError::TooLarge { .. })
+        ));
     }
 
     #[test]
