@@ -41,8 +41,9 @@
 //! | n × | key length `u32`, key, value length `u32`, value; keys strictly increasing |
 //! | 4 | CRC-32 (crc32fast, IEEE) of every byte before it |
 //!
-//! The image must end the stream: bytes after the checksum are an error. A restore that fails
-//! leaves the state unchanged and returns `io::ErrorKind::InvalidData`.
+//! The image is self-delimiting: a restore reads exactly its bytes and leaves anything after them
+//! unread (so it can be embedded, e.g. after the session table). A restore that fails leaves the
+//! state unchanged and returns `io::ErrorKind::InvalidData`.
 //!
 //! # Digest
 //!
@@ -534,12 +535,7 @@ impl KvStateMachine {
                 "checksum mismatch: stored {stored:#010x}, computed {expected:#010x}"
             ));
         }
-        let mut extra = [0u8; 1];
-        match r.inner.read(&mut extra) {
-            Ok(0) => Ok(entries),
-            Ok(_) => Err("bytes after the checksum".to_owned()),
-            Err(e) => Err(format!("reading past the checksum: {e}")),
-        }
+        Ok(entries)
     }
 }
 
@@ -950,13 +946,14 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "truncated to {len}");
         }
-        let mut extra = image.clone();
-        extra.push(0);
-        assert!(
-            KvStateMachine::new()
-                .restore(&mut extra.as_slice())
-                .is_err()
-        );
+        // The image is self-delimiting: a restore reads exactly its bytes, no more.
+        let mut followed = image.clone();
+        followed.extend_from_slice(b"rest");
+        let mut input = followed.as_slice();
+        let mut again = KvStateMachine::new();
+        again.restore(&mut input).unwrap();
+        assert_eq!(again, sm);
+        assert_eq!(input, b"rest");
     }
 
     #[test]

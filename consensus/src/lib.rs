@@ -88,7 +88,8 @@ pub use config::{Config, ConfigError, ReadMode};
 pub use history::{HistoryWriter, OpKind, Operation, read_history_file};
 pub use kv::{KvCommand, KvResult, KvStateMachine};
 pub use lincheck::{
-    CheckOutcome, CheckReport, CheckedFile, Violation, check_history, check_history_file,
+    CheckLimits, CheckOutcome, CheckReport, CheckedFile, GiveUp, Violation, check_history,
+    check_history_file, check_history_file_with, check_history_with,
 };
 pub use log_store::{LogError, LogStore, MemLogStore};
 pub use message::{

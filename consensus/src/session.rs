@@ -443,11 +443,13 @@ pub struct Sessions<S> {
 }
 
 impl<S: StateMachine> Sessions<S> {
+    /// A limit of 0 sessions or 0 pending results would refuse every request; it is taken as 1.
     pub fn new(inner: S, config: SessionConfig) -> Self {
-        assert!(
-            config.max_sessions >= 1 && config.max_pending_per_client >= 1,
-            "{config:?}"
-        );
+        let config = SessionConfig {
+            max_sessions: config.max_sessions.max(1),
+            max_pending_per_client: config.max_pending_per_client.max(1),
+            ..config
+        };
         Sessions {
             inner,
             config,
@@ -772,6 +774,28 @@ pub fn pretty(command: &[u8], inner: impl Fn(&[u8]) -> String) -> String {
     }
 }
 
+/// A one-line rendering of a sessions result, with `inner` rendering the wrapped result (e.g.
+/// [`crate::kv::pretty_result`]).
+pub fn pretty_result(result: &[u8], inner: impl Fn(&[u8]) -> String) -> String {
+    match SessionResult::decode(result) {
+        Ok(SessionResult::Applied(o)) => format!("applied: {}", inner(&o)),
+        Ok(SessionResult::Duplicate(o)) => format!("duplicate, original result: {}", inner(&o)),
+        Ok(SessionResult::SessionExpired) => "session expired (outcome unknown)".to_owned(),
+        Ok(SessionResult::ResultDiscarded {
+            seq,
+            first_unacked_seq,
+        }) => {
+            format!("result of seq {seq} discarded (client acknowledged below {first_unacked_seq})")
+        }
+        Ok(SessionResult::TooManyPending { limit }) => {
+            format!("not applied: {limit} results pending acknowledgement")
+        }
+        Ok(SessionResult::NoOp) => "no-op".to_owned(),
+        Ok(SessionResult::Malformed(m)) => format!("malformed command: {m}"),
+        Err(e) => format!("<not a session result ({} bytes): {e}>", result.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1010,6 +1034,11 @@ mod tests {
             r#"client 5 seq 6 (acked <2, t=9ms) append "k" += "x""#
         );
         assert_eq!(pretty(&[], crate::kv::pretty), "no-op");
+        let r = SessionResult::Duplicate(KvResult::Appended { new_len: 2 }.encode()).encode();
+        assert_eq!(
+            pretty_result(&r, crate::kv::pretty_result),
+            "duplicate, original result: appended, length 2"
+        );
     }
 
     fn arb_request() -> impl Strategy<Value = ClientRequest> {
@@ -1065,9 +1094,37 @@ mod tests {
             let _ = SessionCommand::decode(&bytes);
             let _ = SessionResult::decode(&bytes);
             let _ = pretty(&bytes, crate::kv::pretty);
+            let _ = pretty_result(&bytes, crate::kv::pretty_result);
             let mut sm = Sessions::new(KvStateMachine::new(), SessionConfig::default());
             let _ = sm.apply(Index(1), &bytes);
             let _ = sm.restore(&mut bytes.as_slice());
+        }
+
+        /// A mutated or truncated snapshot image never panics the restore, and a refused image
+        /// leaves the state as it was.
+        #[test]
+        fn mutated_snapshot_images_never_panic(
+            ops in proptest::collection::vec((0u64..4, 1u64..5, 1u64..3), 1..20),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+            cut in 0usize..3,
+        ) {
+            let mut h = Harness::new(SessionConfig::default());
+            for (i, &(client, seq, acked)) in ops.iter().enumerate() {
+                h.apply(&request(client, seq, acked, i as u64, append("v")));
+            }
+            let mut image = Vec::new();
+            h.sm.snapshot(&mut image).unwrap();
+            for (at, x) in flips {
+                let at = at.index(image.len());
+                image[at] ^= x;
+            }
+            image.truncate(image.len() - cut);
+            let mut target = Harness::new(SessionConfig::default());
+            target.apply(&request(99, 1, 1, 0, append("w")));
+            let before = target.sm.digest();
+            if target.sm.restore(&mut image.as_slice()).is_err() {
+                prop_assert_eq!(target.sm.digest(), before);
+            }
         }
 
         /// Random interleavings of retries: every (client, seq) takes effect exactly once, and a

@@ -7,7 +7,9 @@
 
 use clap::Args;
 use serde_json::json;
-use shmraft_consensus::lincheck::{CheckFileError, CheckOutcome, CheckedFile, check_history_file};
+use shmraft_consensus::lincheck::{
+    CheckFileError, CheckLimits, CheckOutcome, CheckedFile, GiveUp, check_history_file_with,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +22,10 @@ pub struct CheckHistoryArgs {
     /// Give up after this many seconds and report "unknown" (exit 1). 0 means no limit.
     #[arg(long = "timeout-s", default_value_t = 300)]
     pub timeout_s: u64,
+    /// Give up on a key (report "unknown", exit 1) when the search's memo of visited
+    /// configurations for it would need more than this many MiB.
+    #[arg(long = "max-memo-mb", default_value_t = 1024)]
+    pub max_memo_mb: usize,
     /// Print one machine-readable JSON object instead of the human report.
     #[arg(long)]
     pub json: bool,
@@ -34,8 +40,11 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Runs the check and prints the report. See the module docs for the exit status.
 pub fn run(args: &CheckHistoryArgs) -> ExitCode {
-    let timeout = (args.timeout_s > 0).then(|| Duration::from_secs(args.timeout_s));
-    let checked = match check_history_file(&args.file, timeout) {
+    let limits = CheckLimits {
+        timeout: (args.timeout_s > 0).then(|| Duration::from_secs(args.timeout_s)),
+        max_memo_bytes: args.max_memo_mb.saturating_mul(1 << 20),
+    };
+    let checked = match check_history_file_with(&args.file, limits) {
         Ok(r) => r,
         Err(e) => {
             if args.json {
@@ -53,7 +62,7 @@ pub fn run(args: &CheckHistoryArgs) -> ExitCode {
     }
     ExitCode::from(match checked.report.outcome {
         CheckOutcome::Linearizable => EXIT_LINEARIZABLE,
-        CheckOutcome::NotLinearizable(_) | CheckOutcome::Timeout { .. } => {
+        CheckOutcome::NotLinearizable(_) | CheckOutcome::Unknown { .. } => {
             EXIT_NOT_LINEARIZABLE_OR_UNKNOWN
         }
     })
@@ -88,11 +97,21 @@ pub fn report_text(args: &CheckHistoryArgs, checked: &CheckedFile) -> String {
                 ));
             }
         }
-        CheckOutcome::Timeout { keys } => {
+        CheckOutcome::Unknown { keys, reason } => {
+            let hint = match reason {
+                GiveUp::Timeout => format!(
+                    "it timed out (--timeout-s {}); rerun with a larger limit",
+                    args.timeout_s
+                ),
+                GiveUp::MemoryLimit => format!(
+                    "its memory budget ran out (--max-memo-mb {}): too many operations on one key \
+                     overlap in time for an exhaustive search",
+                    args.max_memo_mb
+                ),
+            };
             out.push_str(&format!(
-                "outcome: UNKNOWN: the checker timed out after {} s on {} key(s) ({}); no \
-                 violation was found in the keys it finished; rerun with a larger --timeout-s\n",
-                args.timeout_s,
+                "outcome: UNKNOWN (not checked, NOT a pass): the checker gave up on {} key(s) \
+                 ({}): {hint}; no violation was found in the keys it finished\n",
                 keys.len(),
                 preview(keys)
             ));
@@ -133,10 +152,13 @@ pub fn report_json(args: &CheckHistoryArgs, checked: &CheckedFile) -> serde_json
                     .collect::<Vec<_>>()
             );
         }
-        CheckOutcome::Timeout { keys } => {
-            v["outcome"] = json!("timeout");
+        CheckOutcome::Unknown { keys, reason } => {
+            v["outcome"] = json!(match reason {
+                GiveUp::Timeout => "timeout",
+                GiveUp::MemoryLimit => "memory_limit",
+            });
             v["timeout_s"] = json!(args.timeout_s);
-            v["timed_out_keys"] = json!(keys);
+            v["unfinished_keys"] = json!(keys);
         }
     }
     v
@@ -145,6 +167,7 @@ pub fn report_json(args: &CheckHistoryArgs, checked: &CheckedFile) -> serde_json
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shmraft_consensus::lincheck::check_history_file;
     use std::io::Write;
 
     fn write(lines: &[&str]) -> tempfile::NamedTempFile {
@@ -158,7 +181,8 @@ mod tests {
     fn args(f: &tempfile::NamedTempFile, json: bool) -> CheckHistoryArgs {
         CheckHistoryArgs {
             file: f.path().to_owned(),
-            timeout_s: 10,
+            timeout_s: 0,
+            max_memo_mb: 1024,
             json,
         }
     }
@@ -201,6 +225,40 @@ mod tests {
                 .iter()
                 .any(|o| o["line"] == 3)
         );
+    }
+
+    #[test]
+    fn a_search_out_of_budget_is_unknown_with_exit_1_never_a_pass() {
+        // Concurrent appends and a put of "" (which defeats the prefix rule), then a read that no
+        // order produces: exhaustive, so a 1 MiB memo runs out.
+        let mut lines = vec![
+            r#"{"client":0,"kind":"put","key":"k","value":"","call":0,"return":1000,"ok":true}"#
+                .to_owned(),
+        ];
+        let mut all = String::new();
+        for i in 1..16 {
+            all.push_str(&format!("{i},"));
+            lines.push(format!(
+                r#"{{"client":{i},"kind":"append","key":"k","value":"{i},","call":0,"return":1000,"ok":true}}"#
+            ));
+        }
+        lines.push(format!(
+            r#"{{"client":99,"kind":"get","key":"k","output":"{all}!","call":2000,"return":2001,"ok":true}}"#
+        ));
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let f = write(&refs);
+        let mut a = args(&f, false);
+        a.max_memo_mb = 1;
+        assert_eq!(run(&a), ExitCode::from(EXIT_NOT_LINEARIZABLE_OR_UNKNOWN));
+        let limits = CheckLimits {
+            timeout: None,
+            max_memo_bytes: 1 << 20,
+        };
+        let checked = check_history_file_with(f.path(), limits).unwrap();
+        let text = report_text(&a, &checked);
+        assert!(text.contains("UNKNOWN (not checked, NOT a pass)"), "{text}");
+        assert!(text.contains("--max-memo-mb 1"), "{text}");
+        assert_eq!(report_json(&a, &checked)["outcome"], "memory_limit");
     }
 
     #[test]
