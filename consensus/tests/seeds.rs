@@ -1,4 +1,4 @@
-//! Thousands of seeded random simulations across fault mixes: clients and a nemesis for 4 s of
+//! Thousands of seeded random simulations across fault mixes: clients and a nemesis for 3 s of
 //! virtual time, then heal and check (see `shmraft_consensus::sim`). A failure prints its seed;
 //! `SEED=<n> cargo test -p shmraft-consensus --test seeds <name>` replays it, `SEEDS=<n>` changes
 //! the count. The long soak:
@@ -33,7 +33,7 @@ const TWEAKS: [fn(&mut Config); 4] = [plain, snapshots, tiny_windows, snapshots_
 fn run(name: &str, seeds: u64, mix: fn() -> FaultMix) {
     run_seeds(name, seeds, |seed| {
         let nodes = if seed % 3 == 0 { 3 } else { 5 };
-        random(seed, mix(), nodes, 4000, TWEAKS[(seed % 4) as usize])
+        random(seed, mix(), nodes, 3000, TWEAKS[(seed % 4) as usize])
     });
 }
 
