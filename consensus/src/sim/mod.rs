@@ -396,6 +396,8 @@ pub struct Sim {
     sent: HashMap<&'static str, u64>,
     rejections: u64,
     crash_after_drive: bool,
+    /// `SIM_DEBUG` set: print every message but heartbeats to stderr.
+    debug: bool,
 }
 
 const TRACE_KEPT: usize = 40;
@@ -428,6 +430,7 @@ impl Sim {
             sent: HashMap::new(),
             rejections: 0,
             crash_after_drive: false,
+            debug: std::env::var_os("SIM_DEBUG").is_some(),
             rng: ChaCha8Rng::seed_from_u64(rng.random()),
             opts,
         };
@@ -1037,7 +1040,7 @@ impl Sim {
     }
 
     fn send(&mut self, m: Message) {
-        if std::env::var_os("SIM_DEBUG").is_some() {
+        if self.debug {
             match &m.body {
                 MessageBody::AppendEntries { entries, .. } if entries.is_empty() => {}
                 MessageBody::Heartbeat { .. } | MessageBody::HeartbeatResponse { .. } => {}
@@ -1119,6 +1122,21 @@ impl Sim {
                         match_index,
                         on_disk,
                         in_log
+                    ));
+                }
+            }
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                done: true,
+                ..
+            } => {
+                let held = store.snapshot_meta().last_included_index >= *snapshot_index
+                    || store.term(*snapshot_index).is_ok();
+                if !held {
+                    return violation(format!(
+                        "node {} confirmed snapshot {} before it was durable",
+                        i + 1,
+                        snapshot_index
                     ));
                 }
             }
