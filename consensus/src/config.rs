@@ -73,6 +73,9 @@ pub struct Config {
     pub max_inflight_msgs: usize,
     /// The leader refuses proposals (backpressure) while this many bytes are uncommitted.
     pub max_uncommitted_bytes: u64,
+    /// The leader refuses proposals (backpressure) while this many bytes of its log are not yet
+    /// durable on its own disk (bounds the in-memory entry cache).
+    pub max_unstable_bytes: u64,
     /// Largest single proposal in bytes.
     pub max_entry_bytes: u64,
     /// Most bytes of committed entries handed out for applying in one `Ready`.
@@ -104,6 +107,10 @@ pub enum ConfigError {
     BadTimeouts { min: u64, max: u64, heartbeat: u64 },
     #[error("limit `{name}` must be greater than zero")]
     ZeroLimit { name: &'static str },
+    #[error(
+        "lease reads rely on leader stickiness: enable check_quorum or use ReadMode::ReadIndex"
+    )]
+    LeaseWithoutCheckQuorum,
 }
 
 impl Config {
@@ -125,6 +132,7 @@ impl Config {
             max_inflight_bytes: 4 * 1024 * 1024,
             max_inflight_msgs: 256,
             max_uncommitted_bytes: 16 * 1024 * 1024,
+            max_unstable_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 4 * 1024 * 1024,
             max_apply_bytes: 4 * 1024 * 1024,
             snapshot_entries: 100_000,
@@ -161,7 +169,11 @@ impl Config {
                 heartbeat: self.heartbeat_interval_ticks,
             });
         }
-        let limits: [(&'static str, u64); 8] = [
+        if self.read_mode == ReadMode::Lease && !self.check_quorum {
+            return Err(ConfigError::LeaseWithoutCheckQuorum);
+        }
+        let limits: [(&'static str, u64); 9] = [
+            ("max_unstable_bytes", self.max_unstable_bytes),
             ("max_msg_bytes", self.max_msg_bytes),
             ("max_msg_entries", self.max_msg_entries as u64),
             ("max_inflight_bytes", self.max_inflight_bytes),
@@ -202,4 +214,36 @@ pub(crate) struct NoBugs {
     pub read_without_read_index: bool,
     pub compact_before_snapshot_durable: bool,
     pub forget_snapshot_on_restart: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_problem() {
+        let ok = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        assert_eq!(ok.validate(), Ok(()));
+        let mut c = ok.clone();
+        c.id = NodeId(4);
+        assert!(matches!(c.validate(), Err(ConfigError::NotAVoter { .. })));
+        let mut c = ok.clone();
+        c.voters.push(NodeId(2));
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateVoter(NodeId(2))));
+        let mut c = ok.clone();
+        c.election_timeout_max_ticks = c.election_timeout_min_ticks;
+        assert!(matches!(c.validate(), Err(ConfigError::BadTimeouts { .. })));
+        let mut c = ok.clone();
+        c.read_mode = ReadMode::Lease;
+        c.check_quorum = false;
+        assert_eq!(c.validate(), Err(ConfigError::LeaseWithoutCheckQuorum));
+        let mut c = ok;
+        c.max_inflight_msgs = 0;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroLimit {
+                name: "max_inflight_msgs"
+            })
+        );
+    }
 }

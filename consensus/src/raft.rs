@@ -164,6 +164,10 @@ pub enum ProposeError {
         "{uncommitted_bytes} bytes are uncommitted (limit {limit}); retry when commits catch up"
     )]
     Backpressure { uncommitted_bytes: u64, limit: u64 },
+    #[error(
+        "{unstable_bytes} bytes of the leader's log are not yet durable (limit {limit}); retry when its disk catches up"
+    )]
+    DiskBehind { unstable_bytes: u64, limit: u64 },
     #[error("a proposal of {bytes} bytes exceeds the {max}-byte limit")]
     TooLarge { bytes: u64, max: u64 },
     #[error("leadership is being transferred to node {to}; retry at the new leader")]
@@ -249,6 +253,10 @@ pub struct Raft<S: LogStore> {
     /// commit before they are durable on the leader), a follower's by the leader's window.
     unstable: VecDeque<Entry>,
     unstable_offset: Index,
+    /// Sum of `size_bytes` of `unstable`. The leader refuses proposals past
+    /// `max_unstable_bytes` (its own disk is behind); a follower's is bounded by the leader's
+    /// in-flight window, since it acknowledges only durable entries.
+    unstable_bytes: u64,
     /// A received snapshot not yet durable; while set, the log logically starts after it.
     unstable_snapshot: Option<SnapshotMeta>,
     /// Entries up to here were handed to the driver. Invariant: `unstable_offset - 1 <=
@@ -340,6 +348,7 @@ impl<S: LogStore> Raft<S> {
             role: Role::Follower,
             unstable: VecDeque::new(),
             unstable_offset: last.next(),
+            unstable_bytes: 0,
             unstable_snapshot: None,
             handed_out: last,
             durable_index: last,
@@ -554,6 +563,7 @@ impl<S: LogStore> Raft<S> {
         if at <= self.last_index() {
             self.truncate_from(at);
         }
+        self.unstable_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
         self.unstable.extend(entries.iter().cloned());
     }
 
@@ -562,7 +572,9 @@ impl<S: LogStore> Raft<S> {
         if at >= self.unstable_offset {
             self.unstable
                 .truncate((at.0 - self.unstable_offset.0) as usize);
+            self.unstable_bytes = self.unstable.iter().map(Entry::size_bytes).sum();
         } else {
+            self.unstable_bytes = 0;
             // Conflicts with entries already handed to the driver: the next Persist starts at
             // `at`, which tells the driver to truncate there.
             self.unstable.clear();
@@ -816,6 +828,7 @@ impl<S: LogStore> Raft<S> {
             data,
         };
         self.unstable.push_back(entry);
+        self.unstable_bytes += size;
         self.note_proposed(index, size);
         Ok(ProposalId {
             index,
@@ -850,6 +863,7 @@ impl<S: LogStore> Raft<S> {
             });
             index = index.next();
         }
+        self.unstable_bytes += size;
         if !batch.is_empty() {
             self.note_proposed(index.prev(), size);
         }
@@ -864,6 +878,12 @@ impl<S: LogStore> Raft<S> {
         };
         if let Some((to, _)) = ls.transferee {
             return Err(ProposeError::TransferInProgress { to });
+        }
+        if self.unstable_bytes > 0 && self.unstable_bytes + size > self.cfg.max_unstable_bytes {
+            return Err(ProposeError::DiskBehind {
+                unstable_bytes: self.unstable_bytes,
+                limit: self.cfg.max_unstable_bytes,
+            });
         }
         if ls.uncommitted_bytes > 0 && ls.uncommitted_bytes + size > self.cfg.max_uncommitted_bytes
         {
@@ -1434,6 +1454,7 @@ impl<S: LogStore> Raft<S> {
         }
         // The whole snapshot is written (once this Ready persists): it replaces the log.
         self.incoming_snapshot = None;
+        self.unstable_bytes = 0;
         self.unstable.clear();
         self.unstable_offset = idx.next();
         self.handed_out = idx;
@@ -1852,7 +1873,9 @@ impl<S: LogStore> Raft<S> {
         debug_assert!(self.durable_index <= self.handed_out);
         // Durable entries are readable from the store now: drop them from memory.
         while self.unstable_offset <= self.durable_index && !self.unstable.is_empty() {
-            self.unstable.pop_front();
+            if let Some(e) = self.unstable.pop_front() {
+                self.unstable_bytes -= e.size_bytes();
+            }
             self.unstable_offset = self.unstable_offset.next();
         }
         if self.unstable.is_empty() && self.unstable_snapshot.is_none() {
@@ -2062,6 +2085,13 @@ impl<S: LogStore> Raft<S> {
             }
             prev_term = e.term;
         }
+        let unstable_sum: u64 = self.unstable.iter().map(Entry::size_bytes).sum();
+        if unstable_sum != self.unstable_bytes {
+            return fail(format!(
+                "unstable bytes {} != {unstable_sum}",
+                self.unstable_bytes
+            ));
+        }
         if let Role::Leader(ls) = &self.role {
             if self.voted_for != self.id || self.leader_id != self.id {
                 return fail("a leader that did not vote for itself".into());
@@ -2088,5 +2118,316 @@ impl<S: LogStore> Raft<S> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Paper-rule tests on single cores, messages passed by hand.
+    use super::*;
+    use crate::log_store::MemLogStore;
+
+    fn node(id: u64, n: u64) -> Raft<MemLogStore> {
+        let voters = (1..=n).map(NodeId).collect();
+        let store = MemLogStore::new();
+        Raft::new(
+            Config::new(NodeId(id), voters),
+            store,
+            HardState::default(),
+            id,
+        )
+        .unwrap()
+    }
+
+    /// Performs a Ready like a synchronous driver; returns (sent now, sent after persist).
+    fn drain(r: &mut Raft<MemLogStore>) -> (Vec<Message>, Vec<Message>) {
+        let mut now = Vec::new();
+        let mut after = Vec::new();
+        while r.has_ready() {
+            let rd = r.ready();
+            now.extend(rd.messages);
+            if let Some(p) = rd.persist {
+                let s = r.store_mut();
+                if let Some(hs) = p.hard_state {
+                    s.hard_state = hs;
+                }
+                s.append(&p.entries).unwrap();
+                after.extend(p.messages);
+                r.on_persisted(p.id);
+            }
+        }
+        (now, after)
+    }
+
+    fn vote_request(from: u64, to: u64, term: u64, last: (u64, u64)) -> Message {
+        Message {
+            from: NodeId(from),
+            to: NodeId(to),
+            term: Term(term),
+            body: MessageBody::RequestVote {
+                pre_vote: false,
+                last_log_index: Index(last.0),
+                last_log_term: Term(last.1),
+                leadership_transfer: false,
+            },
+        }
+    }
+
+    #[test]
+    fn raft_5_2_a_vote_is_sent_only_after_it_is_persisted() {
+        let mut r = node(2, 3);
+        r.step(vote_request(1, 2, 1, (0, 0))).unwrap();
+        let rd = r.ready();
+        assert!(
+            rd.messages.is_empty(),
+            "no vote may leave before the persist"
+        );
+        let p = rd.persist.expect("the vote must be persisted");
+        assert_eq!(p.hard_state.unwrap().voted_for, NodeId(1));
+        assert!(matches!(
+            p.messages[0].body,
+            MessageBody::RequestVoteResponse {
+                vote_granted: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn raft_5_2_one_vote_per_term_and_5_4_1_only_for_up_to_date_logs() {
+        let mut r = node(3, 3);
+        r.step(vote_request(1, 3, 1, (0, 0))).unwrap();
+        r.step(vote_request(2, 3, 1, (0, 0))).unwrap();
+        let (_, after) = drain(&mut r);
+        let grants: Vec<bool> = after
+            .iter()
+            .map(|m| {
+                matches!(
+                    m.body,
+                    MessageBody::RequestVoteResponse {
+                        vote_granted: true,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(grants, vec![true, false]);
+        // A log that is behind ours does not get a vote, even in a new term.
+        let mut r = node(3, 3);
+        r.append_to_log(&[Entry {
+            index: Index(1),
+            term: Term(1),
+            kind: EntryKind::Normal,
+            data: Payload::default(),
+        }]);
+        r.step(vote_request(1, 3, 2, (0, 0))).unwrap();
+        let (_, after) = drain(&mut r);
+        assert!(matches!(
+            after[0].body,
+            MessageBody::RequestVoteResponse {
+                vote_granted: false,
+                ..
+            }
+        ));
+    }
+
+    fn elect(n: u64) -> Vec<Raft<MemLogStore>> {
+        let mut nodes: Vec<_> = (1..=n).map(|i| node(i, n)).collect();
+        for _ in 0..100 {
+            nodes[0].tick();
+            let mut wire: Vec<Message> = Vec::new();
+            loop {
+                for r in nodes.iter_mut() {
+                    let (a, b) = drain(r);
+                    wire.extend(a);
+                    wire.extend(b);
+                }
+                if wire.is_empty() {
+                    break;
+                }
+                for m in wire.drain(..) {
+                    let to = m.to.0 as usize - 1;
+                    nodes[to].step(m).unwrap();
+                }
+            }
+            if nodes[0].is_leader() {
+                return nodes;
+            }
+        }
+        panic!("node 1 was not elected");
+    }
+
+    #[test]
+    fn thesis_10_2_1_the_leader_counts_itself_only_once_durable() {
+        let mut nodes = elect(5);
+        let leader = &mut nodes[0];
+        let base = leader.commit_index();
+        let pid = leader.propose(Payload::from_slice(b"x")).unwrap();
+        let rd = leader.ready();
+        let persist = rd.persist.expect("the entry must be persisted");
+        // Two followers acknowledge (2 of 5): with the leader's own durable copy that is a
+        // majority, but the leader's write has not completed yet.
+        for f in [2, 3] {
+            leader
+                .step(Message {
+                    from: NodeId(f),
+                    to: NodeId(1),
+                    term: leader.current_term(),
+                    body: MessageBody::AppendEntriesResponse {
+                        success: true,
+                        match_index: pid.index,
+                        rejected_index: Index::ZERO,
+                        conflict_term: Term::ZERO,
+                        conflict_index: Index::ZERO,
+                    },
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            leader.commit_index(),
+            base,
+            "committed before the leader's own sync"
+        );
+        leader.store_mut().append(&persist.entries).unwrap();
+        leader.on_persisted(persist.id);
+        assert_eq!(leader.commit_index(), pid.index);
+    }
+
+    fn ack(from: u64, term: Term, match_index: Index) -> Message {
+        Message {
+            from: NodeId(from),
+            to: NodeId(1),
+            term,
+            body: MessageBody::AppendEntriesResponse {
+                success: true,
+                match_index,
+                rejected_index: Index::ZERO,
+                conflict_term: Term::ZERO,
+                conflict_index: Index::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn raft_5_4_2_no_commit_of_a_previous_term_entry_by_counting() {
+        // Node 1 holds two uncommitted entries of term 1 and wins term 2 (Figure 8's S1).
+        let mut r = node(1, 3);
+        for i in 1..=2 {
+            r.append_to_log(&[Entry {
+                index: Index(i),
+                term: Term(1),
+                kind: EntryKind::Normal,
+                data: Payload::default(),
+            }]);
+        }
+        r.current_term = Term(1);
+        drain(&mut r);
+        r.become_candidate();
+        r.become_leader(); // appends its no-op at index 3, term 2
+        drain(&mut r);
+        let term = r.current_term();
+        assert_eq!(term, Term(2));
+        // A majority now stores the term-1 entry at index 2: counting must not commit it.
+        r.step(ack(2, term, Index(2))).unwrap();
+        assert_eq!(
+            r.commit_index(),
+            Index::ZERO,
+            "an old-term entry committed by counting (Figure 8)"
+        );
+        // Once the leader's own entry is on a majority, everything up to it commits.
+        r.step(ack(2, term, Index(3))).unwrap();
+        assert_eq!(r.commit_index(), Index(3));
+    }
+
+    #[test]
+    fn fast_backtracking_hint_names_the_conflicting_term_start() {
+        let mut f = node(2, 3);
+        for (i, t) in [(1, 1), (2, 2), (3, 2), (4, 2)] {
+            f.append_to_log(&[Entry {
+                index: Index(i),
+                term: Term(t),
+                kind: EntryKind::Normal,
+                data: Payload::default(),
+            }]);
+        }
+        f.current_term = Term(3);
+        f.step(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::AppendEntries {
+                prev_log_index: Index(4),
+                prev_log_term: Term(3),
+                entries: vec![],
+                leader_commit: Index::ZERO,
+            },
+        })
+        .unwrap();
+        let (_, after) = drain(&mut f);
+        match &after[0].body {
+            MessageBody::AppendEntriesResponse {
+                success: false,
+                conflict_term,
+                conflict_index,
+                ..
+            } => {
+                assert_eq!((*conflict_term, *conflict_index), (Term(2), Index(2)));
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn proposals_get_backpressure_when_the_disk_or_the_commit_lags() {
+        let mut nodes = elect(3);
+        let leader = &mut nodes[0];
+        leader.cfg.max_unstable_bytes = 1000;
+        let payload = Payload::new(vec![0; 100]);
+        // The leader's disk never completes: the entry cache fills up.
+        let mut accepted = 0;
+        let err = loop {
+            match leader.propose(payload.clone()) {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+            let _ = leader.ready();
+        };
+        assert!(matches!(err, ProposeError::DiskBehind { .. }), "{err}");
+        assert!((8..=10).contains(&accepted), "{accepted} accepted");
+        // Followers never answer: uncommitted bytes hit their bound too.
+        let mut nodes = elect(3);
+        let leader = &mut nodes[0];
+        leader.cfg.max_uncommitted_bytes = 1000;
+        let err = loop {
+            if let Err(e) = leader.propose(payload.clone()) {
+                break e;
+            }
+            drain(leader);
+        };
+        assert!(matches!(err, ProposeError::Backpressure { .. }), "{err}");
+        // Too large is refused whatever the state.
+        leader.cfg.max_entry_bytes = 10;
+        assert!(matches!(
+            leader.propose(payload),
+            Err(ProposeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn stale_leader_learns_the_newer_term() {
+        let mut f = node(2, 3);
+        f.current_term = Term(5);
+        f.step(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::Heartbeat {
+                leader_commit: Index::ZERO,
+                read_seq: 1,
+            },
+        })
+        .unwrap();
+        let (now, _) = drain(&mut f);
+        assert_eq!(now[0].term, Term(5));
     }
 }

@@ -97,3 +97,17 @@ pub fn read(sm: &SimMachine, key: u64) -> Vec<u64> {
 pub fn key_name(key: u64) -> String {
     format!("k{key}")
 }
+
+/// An append applied without a session (tag 2), for scripted scenarios that propose directly.
+pub fn unsessioned_append(key: u64, value: u64) -> Vec<u8> {
+    let command = KvCommand::Append {
+        key: key_bytes(key),
+        value: token(value).into_bytes(),
+    }
+    .encode()
+    .expect("small command encodes");
+    let mut out = Vec::with_capacity(command.len() + 1);
+    out.push(2);
+    out.extend_from_slice(&command);
+    out
+}

@@ -15,6 +15,7 @@
 //! replays a failure exactly.
 
 pub mod machine;
+pub mod scenarios;
 
 use crate::config::Config;
 use crate::log_store::{LogStore, MemLogStore};
@@ -69,6 +70,9 @@ pub struct FaultMix {
     pub pauses: bool,
     /// Mean virtual milliseconds between nemesis actions.
     pub nemesis_interval_ms: u64,
+    /// Probability that a node loses power right after it sends a vote, coming back 1-5 ms later
+    /// (aims crashes at the vote-durability window).
+    pub crash_after_vote_prob: f64,
 }
 
 impl FaultMix {
@@ -87,6 +91,7 @@ impl FaultMix {
             torn_writes: false,
             pauses: false,
             nemesis_interval_ms: 200,
+            crash_after_vote_prob: 0.0,
         }
     }
     pub fn unreliable() -> FaultMix {
@@ -136,6 +141,7 @@ impl FaultMix {
             torn_writes: true,
             pauses: true,
             nemesis_interval_ms: 150,
+            crash_after_vote_prob: 0.0,
         }
     }
 }
@@ -151,6 +157,9 @@ pub struct SimOptions {
     pub keys: u64,
     /// Clients give up on a request after this long (its outcome is then unknown).
     pub client_timeout_ms: u64,
+    /// Check at send time that votes and acknowledgements are durable (storage rule 8). The
+    /// bug-seeding tests turn it off to measure the end-to-end checks alone.
+    pub durability_oracle: bool,
 }
 
 fn no_tweak(_: &mut Config) {}
@@ -164,8 +173,22 @@ impl SimOptions {
             tweak: no_tweak,
             keys: 4,
             client_timeout_ms: 400,
+            durability_oracle: DURABILITY_ORACLE.with(|d| d.get()),
         }
     }
+}
+
+thread_local! {
+    static DURABILITY_ORACLE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with the durability oracle on or off for every `SimOptions` created on this thread
+/// (bug seeding measures the end-to-end checks alone with it off).
+pub fn with_durability_oracle<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let old = DURABILITY_ORACLE.with(|d| d.replace(on));
+    let r = f();
+    DURABILITY_ORACLE.with(|d| d.set(old));
+    r
 }
 
 #[derive(Debug)]
@@ -214,6 +237,9 @@ enum Event {
         generation: u64,
     },
     Nemesis,
+    Restart {
+        node: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -330,6 +356,9 @@ struct Checker {
     entries: HashMap<(u64, u64), (u64, u64)>,
     /// committed[i] = term of the entry committed at i (Term 0: not known yet).
     committed: Vec<Term>,
+    /// commit_term[i] = the term in which index i was first seen committed (the committing
+    /// leader's term or later): leader completeness binds leaders of later terms only.
+    commit_term: Vec<Term>,
     /// applied[i] = (entry hash, state digest after applying it): state machine safety.
     applied: Vec<Option<(u64, u64)>>,
     elections: u64,
@@ -363,6 +392,12 @@ pub struct Sim {
     next_ctx: u64,
     /// Trace of notable events (the last ones are printed with a violation).
     trace: VecDeque<String>,
+    /// Messages sent, by kind.
+    sent: HashMap<&'static str, u64>,
+    rejections: u64,
+    crash_after_drive: bool,
+    /// `SIM_DEBUG` set: print every message but heartbeats to stderr.
+    debug: bool,
 }
 
 const TRACE_KEPT: usize = 40;
@@ -386,11 +421,16 @@ impl Sim {
             history: Vec::new(),
             checker: Checker {
                 committed: vec![Term::ZERO],
+                commit_term: vec![Term::ZERO],
                 applied: vec![None],
                 ..Checker::default()
             },
             next_ctx: 1,
             trace: VecDeque::new(),
+            sent: HashMap::new(),
+            rejections: 0,
+            crash_after_drive: false,
+            debug: std::env::var_os("SIM_DEBUG").is_some(),
             rng: ChaCha8Rng::seed_from_u64(rng.random()),
             opts,
         };
@@ -449,6 +489,29 @@ impl Sim {
     }
 
     // ------------------------------------------------------------------ public controls
+
+    /// Whether the nodes run with CheckQuorum (their configuration after the tweak).
+    pub fn config_check_quorum(&self) -> bool {
+        self.config(0).check_quorum
+    }
+
+    /// Asks leader `from` to hand leadership to `to` (TimeoutNow, thesis §3.10).
+    pub fn transfer_leadership(&mut self, from: usize, to: usize) -> Result<(), Violation> {
+        let target = NodeId(to as u64 + 1);
+        self.raft_mut(from)
+            .transfer_leadership(target)
+            .map_err(|e| Violation(format!("transfer to {target} refused: {e}")))?;
+        self.drive(from)
+    }
+
+    /// How many messages of this kind (`MessageBody::name`) were sent, delivered or not.
+    pub fn sent(&self, kind: &str) -> u64 {
+        self.sent.get(kind).copied().unwrap_or(0)
+    }
+    /// AppendEntries rejections sent so far (a measure of log backtracking).
+    pub fn append_rejections(&self) -> u64 {
+        self.rejections
+    }
 
     pub fn now_ms(&self) -> u64 {
         self.now
@@ -559,7 +622,11 @@ impl Sim {
                     i != j && (group_of(i).is_none() || group_of(i) != group_of(j));
             }
         }
-        self.note(format!("partition {groups:?}"));
+        let shown: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| g.iter().map(|i| i + 1).collect())
+            .collect();
+        self.note(format!("partition {shown:?}"));
     }
 
     /// Blocks or unblocks one direction of one link.
@@ -577,10 +644,9 @@ impl Sim {
                 self.blocked[b][a] = true;
             }
         }
-        self.note(format!(
-            "bridge {} between {left:?} and {right:?}",
-            bridge + 1
-        ));
+        let l: Vec<usize> = left.iter().map(|i| i + 1).collect();
+        let r: Vec<usize> = right.iter().map(|i| i + 1).collect();
+        self.note(format!("bridge {} between {l:?} and {r:?}", bridge + 1));
     }
 
     pub fn heal_network(&mut self) {
@@ -700,6 +766,11 @@ impl Sim {
         let mut inbox = std::mem::take(&mut node.inbox);
         inbox.retain(|e| !matches!(e, Event::Tick { .. }));
         inbox.shuffle(&mut self.rng);
+        if self.rng.random_bool(0.5) {
+            // Sometimes the client ring is polled first: requests that arrived during the pause
+            // meet the node's stale view of the cluster (fault matrix C2).
+            inbox.sort_by_key(|e| !matches!(e, Event::ClientRequest { .. }));
+        }
         self.note(format!(
             "resume {} with {} queued inputs",
             i + 1,
@@ -950,6 +1021,7 @@ impl Sim {
                 }
                 self.resume(node)
             }
+            Event::Restart { node } => self.restart(node),
             Event::Nemesis => {
                 if !self.nemesis {
                     return Ok(());
@@ -968,6 +1040,24 @@ impl Sim {
     }
 
     fn send(&mut self, m: Message) {
+        if self.debug {
+            match &m.body {
+                MessageBody::AppendEntries { entries, .. } if entries.is_empty() => {}
+                MessageBody::Heartbeat { .. } | MessageBody::HeartbeatResponse { .. } => {}
+                _ => eprintln!(
+                    "[{} ms] {} -> {} t{} {:?}",
+                    self.now,
+                    m.from,
+                    m.to,
+                    m.term,
+                    crate::sim::debug_body(&m.body)
+                ),
+            }
+        }
+        *self.sent.entry(m.body.name()).or_insert(0) += 1;
+        if let MessageBody::AppendEntriesResponse { success: false, .. } = m.body {
+            self.rejections += 1;
+        }
         let (from, to) = (m.from.0 as usize - 1, m.to.0 as usize - 1);
         if self.blocked[from][to] {
             return;
@@ -989,6 +1079,9 @@ impl Sim {
         let Some(raft) = &self.nodes[i].raft else {
             return Ok(());
         };
+        if !self.opts.durability_oracle {
+            return Ok(());
+        }
         let store = raft.store();
         match &m.body {
             MessageBody::RequestVoteResponse {
@@ -1032,6 +1125,21 @@ impl Sim {
                     ));
                 }
             }
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                done: true,
+                ..
+            } => {
+                let held = store.snapshot_meta().last_included_index >= *snapshot_index
+                    || store.term(*snapshot_index).is_ok();
+                if !held {
+                    return violation(format!(
+                        "node {} confirmed snapshot {} before it was durable",
+                        i + 1,
+                        snapshot_index
+                    ));
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -1047,6 +1155,7 @@ impl Sim {
             self.check_outgoing(i, m)?;
         }
         for m in w.persist.messages {
+            self.note_vote(i, &m);
             self.send(m);
         }
         self.raft_mut(i).on_persisted(w.persist.id);
@@ -1067,6 +1176,7 @@ impl Sim {
                 self.check_outgoing(i, m)?;
             }
             for m in rd.messages {
+                self.note_vote(i, &m);
                 self.send(m);
             }
             if let Some(p) = rd.persist {
@@ -1102,7 +1212,29 @@ impl Sim {
                 self.raft_mut(i).store_mut().compact(to);
             }
         }
-        self.check_node(i)
+        self.check_node(i)?;
+        if std::mem::take(&mut self.crash_after_drive) && self.nodes[i].raft.is_some() {
+            self.crash(i, true);
+            let d = self.rng.random_range(1..=5);
+            self.schedule(d, Event::Restart { node: i });
+        }
+        Ok(())
+    }
+
+    fn note_vote(&mut self, _i: usize, m: &Message) {
+        let p = self.opts.faults.crash_after_vote_prob;
+        if p > 0.0
+            && matches!(
+                m.body,
+                MessageBody::RequestVoteResponse {
+                    pre_vote: false,
+                    vote_granted: true
+                }
+            )
+            && self.rng.random_bool(p)
+        {
+            self.crash_after_drive = true;
+        }
     }
 
     fn take_snapshot(&mut self, i: usize, at: Index) -> Result<(), Violation> {
@@ -1309,10 +1441,12 @@ impl Sim {
                 let k = idx.0 as usize;
                 if self.checker.committed.len() <= k {
                     self.checker.committed.resize(k + 1, Term::ZERO);
+                    self.checker.commit_term.resize(k + 1, Term::ZERO);
                 }
                 let c = &mut self.checker.committed[k];
                 if *c == Term::ZERO {
                     *c = t;
+                    self.checker.commit_term[k] = st.current_term;
                 } else if *c != t {
                     return violation(format!(
                         "state machine safety: node {} committed term {t} at index {idx}, another node term {c}",
@@ -1334,13 +1468,24 @@ impl Sim {
                 None => {
                     self.checker.leaders.insert(st.current_term, st.id);
                     self.checker.elections += 1;
-                    // Leader completeness (Raft §5.4): the new leader holds every committed entry.
-                    let c = Index(self.checker.committed.len() as u64 - 1);
-                    if c > Index::ZERO {
+                    // Leader completeness (Raft §5.4): the new leader of term T holds every
+                    // entry committed in an earlier term. (A leader of an older term may still
+                    // appear later in time, e.g. a paused candidate counting votes granted
+                    // before the pause; entries committed in later terms are not its concern.)
+                    // Log matching makes the last such entry enough.
+                    let mut c = self.checker.committed.len() - 1;
+                    while c > 0 {
+                        let t = self.checker.commit_term[c];
+                        if t != Term::ZERO && t < st.current_term {
+                            break;
+                        }
+                        c -= 1;
+                    }
+                    let c = Index(c as u64);
+                    if c > Index::ZERO && c >= st.first_index {
                         let want = self.checker.committed[c.0 as usize];
                         let has = raft.term_of(c);
-                        let compacted = c < st.first_index;
-                        if want != Term::ZERO && !compacted && has.as_ref().ok() != Some(&want) {
+                        if has.as_ref().ok() != Some(&want) {
                             return violation(format!(
                                 "leader completeness: node {} leads term {} without committed entry {c} (term {want}; it has {has:?})",
                                 i + 1,
@@ -1899,5 +2044,22 @@ pub fn random_run(opts: SimOptions, fault_ms: u64) -> Result<Sim, Violation> {
     match r {
         Ok(()) => Ok(sim),
         Err(v) => Err(Violation(format!("{v}\nlast events:\n{}", sim.trace()))),
+    }
+}
+
+#[doc(hidden)]
+pub fn debug_body(b: &MessageBody) -> String {
+    match b {
+        MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => format!(
+            "AE prev=({prev_log_index},{prev_log_term}) n={} last={:?} commit={leader_commit}",
+            entries.len(),
+            entries.last().map(|e| (e.index.0, e.term.0))
+        ),
+        other => format!("{other:?}"),
     }
 }

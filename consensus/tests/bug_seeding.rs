@@ -1,0 +1,165 @@
+//! Bug seeding: each classic Raft bug, switched back on through `Config::bugs` (cargo feature
+//! `bug-seeding`, enabled for this crate's tests), must be caught by the simulator within a
+//! bounded number of seeds. Each test also re-runs the failing seed without the bug, to show the
+//! catch is the bug's doing.
+//!
+//! Two measurements where they differ: with the full simulator (including the durability oracle
+//! that checks, when a vote or acknowledgement leaves a node, that its disk already holds what it
+//! vouches for), and end to end (oracle off: only the safety properties, the history and the final
+//! state can catch it).
+
+use shmraft_consensus::Config;
+use shmraft_consensus::sim::scenarios::{self, CrashWho};
+use shmraft_consensus::sim::{FaultMix, Violation, first_failing_seed, with_durability_oracle};
+
+/// Finds the first failing seed of `scenario` with `bug` and checks that seed passes with `fixed`.
+fn caught(
+    what: &str,
+    max_seeds: u64,
+    bug: fn(&mut Config),
+    fixed: fn(&mut Config),
+    scenario: impl Fn(u64, fn(&mut Config)) -> Result<(), Violation>,
+) -> (u64, String) {
+    let Some((seed, msg)) = first_failing_seed(max_seeds, |s| scenario(s, bug)) else {
+        panic!("{what}: not caught within {max_seeds} seeds");
+    };
+    if let Err(v) = scenario(seed, fixed) {
+        panic!("{what}: seed {seed} also fails without the bug: {v}");
+    }
+    eprintln!(
+        "{what}: caught at seed {seed}: {}",
+        msg.lines().next().unwrap_or("")
+    );
+    (seed, msg)
+}
+
+fn none(_: &mut Config) {}
+
+fn vote_without_persisting(c: &mut Config) {
+    c.bugs.vote_without_persisting = true;
+}
+
+#[test]
+fn vote_without_persisting_is_caught() {
+    let (_, msg) = caught(
+        "vote without persisting (full)",
+        5,
+        vote_without_persisting,
+        none,
+        |s, t| scenarios::random(s, FaultMix::crashes(), 5, 3000, t),
+    );
+    assert!(msg.contains("before it was durable"), "{msg}");
+    let (_, msg) = with_durability_oracle(false, || {
+        caught(
+            "vote without persisting (end to end)",
+            200,
+            vote_without_persisting,
+            none,
+            scenarios::elections_under_power_cuts,
+        )
+    });
+    assert!(msg.contains("two leaders"), "{msg}");
+}
+
+fn commit_previous_term(c: &mut Config) {
+    c.bugs.commit_previous_term_by_counting = true;
+    fig8_shape(c);
+}
+
+/// One entry per AppendEntries and one in flight, so followers' match indexes stop on old-term
+/// entries before the new leader's own entry arrives: the Figure 8 window.
+fn fig8_shape(c: &mut Config) {
+    c.max_msg_entries = 1;
+    c.max_inflight_msgs = 1;
+}
+
+#[test]
+fn commit_previous_term_by_counting_is_caught() {
+    caught(
+        "commit previous term by counting (Figure 8)",
+        100,
+        commit_previous_term,
+        fig8_shape,
+        |s, t| scenarios::figure8(s, true, t),
+    );
+}
+
+fn ack_before_sync(c: &mut Config) {
+    c.bugs.ack_before_sync = true;
+}
+
+#[test]
+fn ack_before_sync_is_caught() {
+    let (_, msg) = caught(
+        "ack before sync (full)",
+        5,
+        ack_before_sync,
+        none,
+        |s, t| scenarios::random(s, FaultMix::crashes(), 5, 3000, t),
+    );
+    assert!(msg.contains("before they were durable"), "{msg}");
+    with_durability_oracle(false, || {
+        caught(
+            "ack before sync (end to end)",
+            60,
+            ack_before_sync,
+            none,
+            |s, t| scenarios::persistence(s, CrashWho::All, t),
+        )
+    });
+}
+
+fn read_without_read_index(c: &mut Config) {
+    c.bugs.read_without_read_index = true;
+}
+
+#[test]
+fn read_without_read_index_is_caught() {
+    let (_, msg) = caught(
+        "read without ReadIndex",
+        30,
+        read_without_read_index,
+        none,
+        scenarios::leader_pause_no_stale_reads,
+    );
+    assert!(
+        msg.contains("stale read") || msg.contains("not linearizable"),
+        "{msg}"
+    );
+}
+
+fn compact_early(c: &mut Config) {
+    scenarios::snapshot_tweak(c);
+    c.bugs.compact_before_snapshot_durable = true;
+}
+
+#[test]
+fn compacting_before_the_snapshot_is_durable_is_caught() {
+    with_durability_oracle(false, || {
+        caught(
+            "compaction before the snapshot is durable",
+            10,
+            compact_early,
+            scenarios::snapshot_tweak,
+            scenarios::all_nodes_crash_after_snapshots,
+        )
+    });
+}
+
+fn forget_snapshot(c: &mut Config) {
+    scenarios::snapshot_tweak(c);
+    c.bugs.forget_snapshot_on_restart = true;
+}
+
+#[test]
+fn forgetting_the_snapshot_on_restart_is_caught() {
+    with_durability_oracle(false, || {
+        caught(
+            "forgetting the snapshot on restart",
+            10,
+            forget_snapshot,
+            scenarios::snapshot_tweak,
+            scenarios::all_nodes_crash_after_snapshots,
+        )
+    });
+}
