@@ -634,6 +634,13 @@ impl StateMachine for KvStateMachine {
         result.encode()
     }
 
+    /// A clone of the map (one copy on the loop thread); serialising and writing it happen on
+    /// the snapshot thread.
+    fn snapshot_job(&self) -> Option<crate::state_machine::SnapshotJob> {
+        let copy = self.clone();
+        Some(Box::new(move |out: &mut dyn Write| copy.snapshot(out)))
+    }
+
     fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
         let mut w = CrcWriter {
             inner: out,

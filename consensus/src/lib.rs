@@ -102,5 +102,5 @@ pub use raft::{
     SnapshotChunk, Status, StepError, TransferError,
 };
 pub use session::{ClientRequest, SessionConfig, SessionResult, Sessions};
-pub use state_machine::StateMachine;
+pub use state_machine::{SnapshotJob, StateMachine};
 pub use types::{Index, NodeId, Term};

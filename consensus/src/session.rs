@@ -721,6 +721,21 @@ impl<S: StateMachine> StateMachine for Sessions<S> {
         self.inner.snapshot(out)
     }
 
+    /// The session section is serialised now (it is bounded by the session limits); the inner
+    /// machine's image is written by its own job, if it offers one.
+    fn snapshot_job(&self) -> Option<crate::state_machine::SnapshotJob> {
+        let inner = self.inner.snapshot_job()?;
+        let mut section = Vec::new();
+        if let Err(e) = self.write_section(&mut section) {
+            tracing::error!(error = %e, "cannot serialise the session table; snapshotting on the loop thread");
+            return None;
+        }
+        Some(Box::new(move |out: &mut dyn Write| {
+            out.write_all(&section)?;
+            inner(out)
+        }))
+    }
+
     fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
         let (clock_ms, sessions, by_activity) = self.read_section(input).map_err(|reason| {
             io::Error::new(

@@ -8,6 +8,11 @@
 use crate::types::Index;
 use std::io::{self, Read, Write};
 
+/// A snapshot captured now and written later on another thread (see
+/// [`StateMachine::snapshot_job`]). It must write exactly what `snapshot` would have written at
+/// the moment it was captured.
+pub type SnapshotJob = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
+
 /// A deterministic state machine replicated by Raft.
 ///
 /// Contract:
@@ -29,6 +34,14 @@ pub trait StateMachine {
 
     /// Writes a complete image of the state to `out`.
     fn snapshot(&self, out: &mut dyn Write) -> io::Result<()>;
+
+    /// Optional: captures the state cheaply now (a copy, or a handle to an immutable version)
+    /// and returns a job that serialises it later, so the node keeps applying entries and
+    /// serving clients while a large snapshot is written on another thread. `None` (the
+    /// default) makes the node call [`StateMachine::snapshot`] on its loop thread instead.
+    fn snapshot_job(&self) -> Option<SnapshotJob> {
+        None
+    }
 
     /// Replaces the whole state with the image read from `input`. An image that does not decode is
     /// an `io::ErrorKind::InvalidData` error, never a panic.

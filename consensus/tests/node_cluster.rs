@@ -189,3 +189,102 @@ fn a_write_retried_after_a_lost_answer_is_applied_once() {
         stop(n);
     }
 }
+
+/// A KV machine whose snapshot job waits at a gate: it shows whether the node's loop keeps going
+/// while a snapshot is being written.
+struct GatedKv {
+    kv: KvStateMachine,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    jobs_started: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl shmraft_consensus::StateMachine for GatedKv {
+    fn apply(&mut self, index: shmraft_consensus::Index, command: &[u8]) -> Vec<u8> {
+        self.kv.apply(index, command)
+    }
+    fn query(&self, query: &[u8]) -> Vec<u8> {
+        self.kv.query(query)
+    }
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.kv.snapshot(out)
+    }
+    fn snapshot_job(&self) -> Option<shmraft_consensus::SnapshotJob> {
+        self.jobs_started.fetch_add(1, Ordering::SeqCst);
+        let (kv, gate) = (self.kv.clone(), self.gate.clone());
+        Some(Box::new(move |out: &mut dyn std::io::Write| {
+            let (open, cv) = &*gate;
+            let mut g = open.lock().unwrap();
+            while !*g {
+                g = cv.wait(g).unwrap();
+            }
+            kv.snapshot(out)
+        }))
+    }
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        self.kv.restore(input)
+    }
+    fn digest(&self) -> u64 {
+        self.kv.digest()
+    }
+}
+
+#[test]
+fn a_snapshot_being_written_does_not_stall_the_node() {
+    let (_tmp, root, runtime) = dirs();
+    let mut cfg = config(1, &root, &runtime, "batch");
+    cfg.voters = vec![NodeId(1)]; // one node: if its loop stalled, nothing could commit
+    cfg.snapshot_entries = 50;
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let jobs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let (g, j, s, c) = (gate.clone(), jobs.clone(), stop_flag.clone(), cfg.clone());
+    let handle = std::thread::spawn(move || {
+        let sm = GatedKv {
+            kv: KvStateMachine::new(),
+            gate: g,
+            jobs_started: j,
+        };
+        let node = Node::open(c, sm).map_err(|e| e.to_string())?;
+        node.run(&s).map_err(|e| e.to_string())
+    });
+    let mut client = Client::new(ClientConfig::new(&runtime, 1, vec![NodeId(1)])).unwrap();
+    let t = Duration::from_secs(10);
+    for i in 0..60u32 {
+        client
+            .put(format!("k{i}").as_bytes(), b"before", t)
+            .unwrap();
+    }
+    wait_until("the snapshot job to start", 10, || {
+        jobs.load(Ordering::SeqCst) == 1
+    });
+    // The job is blocked at the gate: the node must still commit, apply and answer.
+    for i in 0..200u32 {
+        client
+            .put(format!("k{i}").as_bytes(), b"during", t)
+            .unwrap();
+    }
+    assert_eq!(client.get(b"k150", t).unwrap(), b"during");
+    assert_eq!(jobs.load(Ordering::SeqCst), 1, "a second snapshot started");
+    let st = read_status_file(&root.join("node1")).unwrap().unwrap();
+    assert_eq!(
+        st.snapshot_index, 0,
+        "the snapshot finished while its job was blocked"
+    );
+    // Open the gate: the snapshot (of the state when it was requested) lands.
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    wait_until("the snapshot to land", 10, || {
+        read_status_file(&root.join("node1"))
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.snapshot_index >= 50)
+    });
+    stop_flag.store(true, Ordering::Relaxed);
+    handle.join().unwrap().unwrap();
+    // A restart restores the snapshot and replays the tail: the latest values are back.
+    let node = start(cfg);
+    let mut client = Client::new(ClientConfig::new(&runtime, 1, vec![NodeId(1)])).unwrap();
+    assert_eq!(client.get(b"k10", t).unwrap(), b"during");
+    assert_eq!(client.get(b"k55", t).unwrap(), b"during");
+    stop(node);
+}

@@ -313,6 +313,17 @@ impl SnapshotWriter {
         self.data_bytes
     }
 
+    /// Syncs the data written so far (fdatasync of the partial file). Optional: it lets a
+    /// writer on another thread take the long sync of a large snapshot, so the sync inside
+    /// [`SnapshotStore::finish`] only covers the trailer. A failure is fatal (storage-rules 10).
+    pub fn sync_data(&mut self) -> Result<()> {
+        let f = self
+            .file
+            .as_ref()
+            .expect("writer file present until finish");
+        sys::fdatasync(f, &self.partial, &self.faults).map_err(StorageError::Fatal)
+    }
+
     /// Abandons the snapshot (same as dropping it).
     pub fn abort(self) {}
 }

@@ -17,9 +17,10 @@
 //!    (storage rule 8) and call `on_persisted`.
 //! 6. Publish a status file now and then (for `shmraft status`).
 //!
-//! **Known debt:** snapshots of the state machine are written on the loop thread, which stalls it
-//! for the time it takes to serialise a large state. A fork-based or copy-on-write snapshot would
-//! fix that.
+//! Snapshots: a state machine that offers a [`crate::SnapshotJob`] (the built-in KV machine
+//! does) is captured on the loop thread (for the KV machine, one copy of its map) and serialised,
+//! written and synced on a `snapshot` thread while the loop goes on; the loop then only renames
+//! the file into place and tells the core. Others are snapshotted on the loop thread.
 
 pub mod client;
 pub mod partition;
@@ -216,6 +217,18 @@ pub struct Node<S: StateMachine> {
     wall_ms_at_start: u64,
     /// Modification time of the partition file when last applied.
     partition_seen: Option<SystemTime>,
+    /// A snapshot being written on the snapshot thread.
+    snapshot_in_progress: Option<SnapshotInProgress>,
+}
+
+/// A local snapshot whose data a [`crate::SnapshotJob`] writes on another thread, so the loop
+/// keeps applying entries and serving clients meanwhile (the core requests no other snapshot
+/// until `on_snapshot_written`).
+struct SnapshotInProgress {
+    index: Index,
+    term: Term,
+    membership: Membership,
+    handle: std::thread::JoinHandle<Result<shmraft_storage::SnapshotWriter, st::StorageError>>,
 }
 
 impl<S: StateMachine> std::fmt::Debug for Node<S> {
@@ -279,6 +292,7 @@ impl<S: StateMachine> Node<S> {
             started: Instant::now(),
             wall_ms_at_start: wall_ms(),
             partition_seen: None,
+            snapshot_in_progress: None,
             cfg,
         })
     }
@@ -325,6 +339,15 @@ impl<S: StateMachine> Node<S> {
         if let Err(e) = &result {
             tracing::error!(id = %self.cfg.id, error = %e, "node stopping on error");
         }
+        if let Some(s) = self.snapshot_in_progress.take() {
+            // Let a snapshot in progress finish (it is consistent); a failure only loses it.
+            if let Ok(Ok(w)) = s.handle.join() {
+                let _ = self
+                    .raft
+                    .store_mut()
+                    .finish_snapshot(w, s.index, s.term, &s.membership);
+            }
+        }
         self.write_status();
         let Node {
             raft, transport, ..
@@ -368,8 +391,46 @@ impl<S: StateMachine> Node<S> {
         }
         self.drain_ready()?;
         self.complete_persists()?;
+        self.poll_snapshot()?;
         self.flush_outbox();
         Ok(())
+    }
+
+    /// Completes a snapshot whose thread finished: rename it into place and tell the core.
+    fn poll_snapshot(&mut self) -> Result<(), NodeError> {
+        if !self
+            .snapshot_in_progress
+            .as_ref()
+            .is_some_and(|s| s.handle.is_finished())
+        {
+            return Ok(());
+        }
+        let s = self.snapshot_in_progress.take().expect("checked");
+        let w = match s.handle.join() {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(st::StorageError::Snapshot(format!(
+                    "the state machine's snapshot job for index {} panicked",
+                    s.index
+                ))
+                .into());
+            }
+        };
+        let done = self
+            .raft
+            .store_mut()
+            .finish_snapshot(w, s.index, s.term, &s.membership)?;
+        let meta = match done {
+            Some(meta) => {
+                self.counters.snapshots_written += 1;
+                tracing::info!(id = %self.cfg.id, index = %s.index, "snapshot written");
+                meta
+            }
+            // Superseded by a newer snapshot (installed from the leader meanwhile).
+            None => crate::log_store::LogStore::snapshot_meta(self.raft.store()),
+        };
+        self.raft.on_snapshot_written(&meta);
+        self.drain_ready()
     }
 
     /// Takes everything the transport has, decoding Raft messages and client frames. Bad frames
@@ -753,14 +814,34 @@ impl<S: StateMachine> Node<S> {
             } else {
                 membership
             };
-            let sm = &self.sm;
-            let meta = self
-                .raft
-                .store_mut()
-                .write_snapshot(i, term, &membership, |w| sm.snapshot(w))?;
-            self.counters.snapshots_written += 1;
-            tracing::info!(id = %self.cfg.id, index = %i, "snapshot written");
-            self.raft.on_snapshot_written(&meta);
+            assert!(
+                self.snapshot_in_progress.is_none(),
+                "the core requested a snapshot while one is in progress"
+            );
+            if let Some(job) = self.sm.snapshot_job() {
+                let mut w = self.raft.store().begin_snapshot(i, term, &membership)?;
+                let handle = std::thread::Builder::new()
+                    .name("snapshot".into())
+                    .spawn(move || store::write_snapshot_job(&mut w, job).map(|()| w))
+                    .map_err(|e| {
+                        st::StorageError::Snapshot(format!("cannot start the snapshot thread: {e}"))
+                    })?;
+                self.snapshot_in_progress = Some(SnapshotInProgress {
+                    index: i,
+                    term,
+                    membership,
+                    handle,
+                });
+            } else {
+                let sm = &self.sm;
+                let meta = self
+                    .raft
+                    .store_mut()
+                    .write_snapshot(i, term, &membership, |w| sm.snapshot(w))?;
+                self.counters.snapshots_written += 1;
+                tracing::info!(id = %self.cfg.id, index = %i, "snapshot written");
+                self.raft.on_snapshot_written(&meta);
+            }
         }
         // Step 9: compact behind a durable snapshot (storage rule 15).
         if let Some(i) = compact_to {

@@ -270,21 +270,54 @@ impl WalLogStore {
             st::LogTerm(term.get()),
             &encode_membership(membership),
         )?;
-        let mut adapter = ChunkWriter {
-            w: &mut w,
-            failed: None,
-        };
-        let r = write(&mut adapter);
-        if let Some(e) = adapter.failed.take() {
-            return Err(e);
-        }
-        r.map_err(|e| st::StorageError::Snapshot(format!("state machine snapshot failed: {e}")))?;
+        run_into_writer(&mut w, write)?;
         self.storage.snapshots.finish(w)?;
         Ok(SnapshotMeta {
             last_included_index: index,
             last_included_term: term,
             membership: membership.clone(),
         })
+    }
+
+    /// Starts a local snapshot at (`index`, `term`) whose data a [`SnapshotJob`] writes on another
+    /// thread ([`write_snapshot_job`]); [`WalLogStore::finish_snapshot`] completes it.
+    pub fn begin_snapshot(
+        &self,
+        index: Index,
+        term: Term,
+        membership: &Membership,
+    ) -> Result<st::SnapshotWriter, st::StorageError> {
+        self.storage.snapshots.begin(
+            st::LogIndex(index.get()),
+            st::LogTerm(term.get()),
+            &encode_membership(membership),
+        )
+    }
+
+    /// Completes a snapshot written by [`write_snapshot_job`]: trailer, sync, rename, directory
+    /// sync (storage rule 15). Returns `None`, dropping the partial file, if a newer snapshot
+    /// (for example one installed from the leader meanwhile) already covers `index`.
+    pub fn finish_snapshot(
+        &mut self,
+        w: st::SnapshotWriter,
+        index: Index,
+        term: Term,
+        membership: &Membership,
+    ) -> Result<Option<SnapshotMeta>, st::StorageError> {
+        if self
+            .storage
+            .snapshots
+            .latest()
+            .is_some_and(|m| m.last_index.0 >= index.get())
+        {
+            return Ok(None);
+        }
+        self.storage.snapshots.finish(w)?;
+        Ok(Some(SnapshotMeta {
+            last_included_index: index,
+            last_included_term: term,
+            membership: membership.clone(),
+        }))
     }
 
     /// Reads the latest snapshot's data (checksum verified), with its metadata.
@@ -320,6 +353,34 @@ impl WalLogStore {
             }),
         }
     }
+}
+
+/// Runs a state machine's snapshot job into `w` and syncs the data (on the calling thread: the
+/// node runs this on its snapshot thread).
+pub fn write_snapshot_job(
+    w: &mut st::SnapshotWriter,
+    job: crate::state_machine::SnapshotJob,
+) -> Result<(), st::StorageError> {
+    run_into_writer(w, job)?;
+    w.sync_data()
+}
+
+/// Feeds what `write` produces into `w` in large chunks (state machines write many small
+/// pieces), keeping storage's typed error (ENOSPC, a fatal sync) over the `io::Error` the
+/// state machine sees.
+fn run_into_writer(
+    w: &mut st::SnapshotWriter,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), st::StorageError> {
+    let mut adapter = ChunkWriter { w, failed: None };
+    let r = {
+        let mut buffered = io::BufWriter::with_capacity(256 << 10, &mut adapter);
+        write(&mut buffered).and_then(|()| buffered.flush())
+    };
+    if let Some(e) = adapter.failed.take() {
+        return Err(e);
+    }
+    r.map_err(|e| st::StorageError::Snapshot(format!("state machine snapshot failed: {e}")))
 }
 
 /// `io::Write` over a snapshot writer, keeping storage's typed error (ENOSPC, fatal sync).
