@@ -51,6 +51,10 @@ impl TestCluster {
             nodes,
         };
         wait_until("a leader", Duration::from_secs(20), || c.leader().is_some());
+        wait_until("every node to be up", Duration::from_secs(20), || {
+            let s = c.status();
+            s.len() == nodes as usize && s.iter().all(|n| n["alive"] == true)
+        });
         c
     }
 
