@@ -142,8 +142,11 @@ fn three_nodes_elect_replicate_read_and_survive_a_leader_stop() {
                     .unwrap()
             })
             .collect();
-        s.iter()
-            .all(|x| x.applied_index == s[0].applied_index && x.digest == s[0].digest)
+        s.iter().all(|x| {
+            x.applied_index == s[0].applied_index
+                && x.digest_index == x.applied_index
+                && x.digest == s[0].digest
+        })
     });
     for n in nodes.into_iter().flatten() {
         stop(n);

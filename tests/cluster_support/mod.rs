@@ -150,7 +150,9 @@ impl TestCluster {
             !s.is_empty()
                 && s.iter().all(|n| n["alive"] == true)
                 && s.iter().all(|n| {
-                    n["applied_index"] == s[0]["applied_index"] && n["digest"] == s[0]["digest"]
+                    n["applied_index"] == s[0]["applied_index"]
+                        && n["digest_index"] == n["applied_index"]
+                        && n["digest"] == s[0]["digest"]
                 })
         });
     }

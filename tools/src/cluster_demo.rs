@@ -313,8 +313,11 @@ fn demo(
     let converged = wait_for("equal digests", Duration::from_secs(20), || {
         let s = collect(&dir).ok()?;
         (s.iter().all(|n| n.alive)
-            && s.iter()
-                .all(|n| n.applied_index == s[0].applied_index && n.digest == s[0].digest))
+            && s.iter().all(|n| {
+                n.applied_index == s[0].applied_index
+                    && n.digest_index == n.applied_index
+                    && n.digest == s[0].digest
+            }))
         .then_some(s)
     })?;
     println!(

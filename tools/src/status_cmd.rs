@@ -43,6 +43,7 @@ pub fn collect(dir: &Path) -> anyhow::Result<Vec<NodeStatus>> {
                 segments: 0,
                 fsync_policy: cf.fsync.clone(),
                 digest: String::new(),
+                digest_index: 0,
                 entries_appended: 0,
                 append_calls: 0,
                 snapshots_written: 0,

@@ -554,8 +554,11 @@ fn drive(
         sup.service(true);
         collect(&dir).is_ok_and(|s| {
             s.iter().all(|n| n.alive)
-                && s.iter()
-                    .all(|n| n.applied_index == s[0].applied_index && n.digest == s[0].digest)
+                && s.iter().all(|n| {
+                    n.applied_index == s[0].applied_index
+                        && n.digest_index == n.applied_index
+                        && n.digest == s[0].digest
+                })
         })
     })
     .is_ok();

@@ -219,6 +219,11 @@ pub struct Node<S: StateMachine> {
     partition_seen: Option<SystemTime>,
     /// A snapshot being written on the snapshot thread.
     snapshot_in_progress: Option<SnapshotInProgress>,
+    /// The state machine digest, the applied index it covers and when it was computed. A digest
+    /// costs a pass over the whole state, so status writes reuse it (see `current_digest`).
+    digest_cache: std::cell::Cell<Option<(Index, u64, Instant)>>,
+    /// The applied index at the previous `current_digest` call: unchanged means quiet.
+    digest_last_applied: std::cell::Cell<Index>,
 }
 
 /// A local snapshot whose data a [`crate::SnapshotJob`] writes on another thread, so the loop
@@ -293,6 +298,8 @@ impl<S: StateMachine> Node<S> {
             wall_ms_at_start: wall_ms(),
             partition_seen: None,
             snapshot_in_progress: None,
+            digest_cache: std::cell::Cell::new(None),
+            digest_last_applied: std::cell::Cell::new(Index::ZERO),
             cfg,
         })
     }
@@ -945,9 +952,29 @@ impl<S: StateMachine> Node<S> {
         tracing::info!(id = me, blocked = ?matrix.blocked, "partition matrix applied");
     }
 
+    /// The state machine digest and the applied index it covers. Recomputed when the node is
+    /// quiescent (nothing applied since the last computation was requested) or when the cached
+    /// one is a second old; otherwise the cached one is returned with its own index, so readers
+    /// compare digests only where `digest_index == applied_index`.
+    fn current_digest(&self) -> (Index, u64) {
+        let now = Instant::now();
+        let quiet = self.digest_last_applied.replace(self.applied) == self.applied;
+        match self.digest_cache.get() {
+            Some((i, d, _)) if i == self.applied => (i, d),
+            // Busy (entries applied since the last call) and recently computed: reuse.
+            Some((i, d, at)) if !quiet && now.duration_since(at) < Duration::from_secs(1) => (i, d),
+            _ => {
+                let d = self.sm.digest();
+                self.digest_cache.set(Some((self.applied, d, now)));
+                (self.applied, d)
+            }
+        }
+    }
+
     /// The node's status, as written to the status file and answered to status requests.
     pub fn status_snapshot(&self) -> status::NodeStatus {
         let s = self.raft.status();
+        let (digest_index, digest) = self.current_digest();
         let storage = self.raft.store().storage();
         let segments = storage.wal.segments();
         let log_bytes = segments
@@ -970,7 +997,8 @@ impl<S: StateMachine> Node<S> {
             log_bytes,
             segments: segments.len() as u64,
             fsync_policy: self.cfg.fsync_policy.to_string(),
-            digest: format!("{:016x}", self.sm.digest()),
+            digest: format!("{digest:016x}"),
+            digest_index: digest_index.get(),
             entries_appended: self.counters.entries_appended,
             append_calls: self.counters.append_calls,
             snapshots_written: self.counters.snapshots_written,

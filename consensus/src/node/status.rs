@@ -30,8 +30,12 @@ pub struct NodeStatus {
     pub log_bytes: u64,
     pub segments: u64,
     pub fsync_policy: String,
-    /// The state machine's digest (hex), equal on nodes that applied the same entries.
+    /// The state machine's digest (hex) as of `digest_index`: equal on nodes that applied the
+    /// same entries. Computing it reads the whole state, so it is refreshed at most once a second
+    /// while entries are being applied, and at once when the node is quiet.
     pub digest: String,
+    /// The applied index `digest` covers; compare digests only when it equals `applied_index`.
+    pub digest_index: u64,
     pub entries_appended: u64,
     pub append_calls: u64,
     pub snapshots_written: u64,
