@@ -291,3 +291,69 @@ fn a_snapshot_being_written_does_not_stall_the_node() {
     assert_eq!(client.get(b"k55", t).unwrap(), b"during");
     stop(node);
 }
+
+/// A heal written within the same modification-time tick as the partition before it (the
+/// kernel's mtime clock is coarse) must still be applied: nodes compare contents, not mtimes.
+#[test]
+fn a_heal_with_the_same_mtime_as_the_partition_is_still_applied() {
+    use shmraft_consensus::node::partition::{PartitionMatrix, write_partition_file};
+    let (_tmp, root, runtime) = dirs();
+    let pfile = root.join("partition.json");
+    std::fs::create_dir_all(&root).unwrap();
+    let nodes: Vec<Running> = (1..=3)
+        .map(|id| {
+            let mut c = config(id, &root, &runtime, "never");
+            c.partition_file = Some(pfile.clone());
+            start(c)
+        })
+        .collect();
+    let mut client = Client::new(ClientConfig::new(
+        &runtime,
+        1,
+        vec![NodeId(1), NodeId(2), NodeId(3)],
+    ))
+    .unwrap();
+    let t = Duration::from_secs(10);
+    client.put(b"a", b"1", t).unwrap();
+    let node3 = || read_status_file(&root.join("node3")).ok().flatten();
+    wait_until("node 3 to follow a leader", 10, || {
+        node3().is_some_and(|s| s.role == "follower" && s.leader != 0)
+    });
+    // Isolate node 3 (it stops hearing the leader and campaigns), then heal with the partition's
+    // modification time.
+    write_partition_file(&pfile, &PartitionMatrix::split(&[3], &[1, 2])).unwrap();
+    let mtime = std::fs::metadata(&pfile).unwrap().modified().unwrap();
+    wait_until("node 3 to campaign", 10, || {
+        node3().is_some_and(|s| s.role != "follower")
+    });
+    for i in 0..20u32 {
+        client.put(format!("k{i}").as_bytes(), b"v", t).unwrap();
+    }
+    write_partition_file(&pfile, &PartitionMatrix::default()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&pfile)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&pfile).unwrap().modified().unwrap(),
+        mtime
+    );
+    // Node 3 must catch up: it can only if every node applied the heal.
+    client.put(b"final", b"x", t).unwrap();
+    wait_until("node 3 to rejoin and catch up", 20, || {
+        let s: Vec<_> = (1..=3)
+            .map(|id| {
+                read_status_file(&root.join(format!("node{id}")))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        s.iter()
+            .all(|x| x.applied_index == s[0].applied_index && x.applied_index > 20)
+    });
+    for n in nodes {
+        stop(n);
+    }
+}

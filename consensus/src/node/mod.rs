@@ -215,8 +215,8 @@ pub struct Node<S: StateMachine> {
     last_role: RoleKind,
     started: Instant,
     wall_ms_at_start: u64,
-    /// Modification time of the partition file when last applied.
-    partition_seen: Option<SystemTime>,
+    /// Contents of the partition file when last applied (empty: no file).
+    partition_seen: Vec<u8>,
     /// A snapshot being written on the snapshot thread.
     snapshot_in_progress: Option<SnapshotInProgress>,
     /// The state machine digest, the applied index it covers and when it was computed. A digest
@@ -296,7 +296,7 @@ impl<S: StateMachine> Node<S> {
             counters: NodeCounters::default(),
             started: Instant::now(),
             wall_ms_at_start: wall_ms(),
-            partition_seen: None,
+            partition_seen: Vec::new(),
             snapshot_in_progress: None,
             digest_cache: std::cell::Cell::new(None),
             digest_last_applied: std::cell::Cell::new(Index::ZERO),
@@ -919,25 +919,38 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    /// Re-reads the partition file if it changed and blocks the links it names (both
-    /// directions are enforced by each end: a sender drops what it may not send, a receiver what
-    /// it may not receive).
+    /// Re-reads the partition file every tick and, when its contents changed, blocks the links it
+    /// names (each end enforces both directions: a sender drops what it may not send, a receiver
+    /// what it may not receive). Contents, not the modification time, decide: the kernel stamps
+    /// mtimes with a coarse clock, so a partition and its heal written within one clock tick
+    /// have the same mtime, and a node that trusted it kept a healed partition forever.
     fn apply_partition_file(&mut self) {
         let Some(path) = self.cfg.partition_file.as_ref() else {
             return;
         };
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        if mtime == self.partition_seen {
-            return;
-        }
-        self.partition_seen = mtime;
-        let matrix = match partition::read_partition_file(path) {
-            Ok(m) => m,
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable partition file");
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the partition file");
                 return;
             }
         };
+        if bytes == self.partition_seen {
+            return;
+        }
+        let matrix = if bytes.is_empty() {
+            partition::PartitionMatrix::default()
+        } else {
+            match partition::parse_partition(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable partition file");
+                    return;
+                }
+            }
+        };
+        self.partition_seen = bytes;
         let me = self.cfg.id.get();
         for v in self.cfg.voters.clone() {
             let peer = v.get();

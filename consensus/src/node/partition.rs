@@ -1,6 +1,6 @@
 //! The drop matrix a nemesis writes to partition a running cluster: a JSON file listing the
 //! directed links `[from, to]` whose messages are dropped. `{"blocked": []}` (or no file) heals.
-//! Nodes re-read it when its modification time changes (every tick at most).
+//! Nodes re-read it every tick and apply it when its contents change.
 
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -29,6 +29,11 @@ impl PartitionMatrix {
         }
         PartitionMatrix { blocked }
     }
+}
+
+/// Parses a partition file's contents.
+pub fn parse_partition(bytes: &[u8]) -> Result<PartitionMatrix, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 
 /// Reads a partition file; a missing file is the empty matrix.
