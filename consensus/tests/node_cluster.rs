@@ -70,6 +70,16 @@ fn leader_of(root: &Path) -> Option<u64> {
     leaders.last().map(|&(_, id)| id)
 }
 
+/// A client of the three-node cluster whose runtime directory is `runtime`.
+fn client_of_three(runtime: &Path) -> Client {
+    Client::new(ClientConfig::new(
+        runtime,
+        1,
+        vec![NodeId(1), NodeId(2), NodeId(3)],
+    ))
+    .unwrap()
+}
+
 fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("data");
@@ -83,12 +93,7 @@ fn three_nodes_elect_replicate_read_and_survive_a_leader_stop() {
     let mut nodes: Vec<Option<Running>> = (1..=3)
         .map(|id| Some(start(config(id, &root, &runtime, "always"))))
         .collect();
-    let mut client = Client::new(ClientConfig::new(
-        &runtime,
-        1,
-        vec![NodeId(1), NodeId(2), NodeId(3)],
-    ))
-    .unwrap();
+    let mut client = client_of_three(&runtime);
     let t = Duration::from_secs(10);
     for i in 0..300u32 {
         client
@@ -161,12 +166,7 @@ fn a_write_retried_after_a_lost_answer_is_applied_once() {
     let nodes: Vec<Running> = (1..=3)
         .map(|id| start(config(id, &root, &runtime, "batch")))
         .collect();
-    let mut client = Client::new(ClientConfig::new(
-        &runtime,
-        1,
-        vec![NodeId(1), NodeId(2), NodeId(3)],
-    ))
-    .unwrap();
+    let mut client = client_of_three(&runtime);
     let t = Duration::from_secs(10);
     client.append(b"x", b"1", t).unwrap();
     // The same session and sequence number again, as a retry after a lost answer would send:
@@ -307,24 +307,29 @@ fn a_heal_with_the_same_mtime_as_the_partition_is_still_applied() {
             start(c)
         })
         .collect();
-    let mut client = Client::new(ClientConfig::new(
-        &runtime,
-        1,
-        vec![NodeId(1), NodeId(2), NodeId(3)],
-    ))
-    .unwrap();
+    let mut client = client_of_three(&runtime);
     let t = Duration::from_secs(10);
     client.put(b"a", b"1", t).unwrap();
-    let node3 = || read_status_file(&root.join("node3")).ok().flatten();
-    wait_until("node 3 to follow a leader", 10, || {
-        node3().is_some_and(|s| s.role == "follower" && s.leader != 0)
+    let status_of = |id: u64| {
+        read_status_file(&root.join(format!("node{id}")))
+            .ok()
+            .flatten()
+    };
+    // Isolate a follower (whichever node is not the leader).
+    let mut victim = 0;
+    wait_until("a node to follow a leader", 10, || {
+        victim = (1..=3)
+            .find(|&id| status_of(id).is_some_and(|s| s.role == "follower" && s.leader != 0))
+            .unwrap_or(0);
+        victim != 0
     });
-    // Isolate node 3 (it stops hearing the leader and campaigns), then heal with the partition's
+    let others: Vec<u64> = (1..=3).filter(|&id| id != victim).collect();
+    // Isolated, it stops hearing the leader and campaigns; then heal with the partition's
     // modification time.
-    write_partition_file(&pfile, &PartitionMatrix::split(&[3], &[1, 2])).unwrap();
+    write_partition_file(&pfile, &PartitionMatrix::split(&[victim], &others)).unwrap();
     let mtime = std::fs::metadata(&pfile).unwrap().modified().unwrap();
-    wait_until("node 3 to campaign", 10, || {
-        node3().is_some_and(|s| s.role != "follower")
+    wait_until("the isolated node to campaign", 10, || {
+        status_of(victim).is_some_and(|s| s.role != "follower")
     });
     for i in 0..20u32 {
         client.put(format!("k{i}").as_bytes(), b"v", t).unwrap();
@@ -340,9 +345,9 @@ fn a_heal_with_the_same_mtime_as_the_partition_is_still_applied() {
         std::fs::metadata(&pfile).unwrap().modified().unwrap(),
         mtime
     );
-    // Node 3 must catch up: it can only if every node applied the heal.
+    // The isolated node must catch up: it can only if every node applied the heal.
     client.put(b"final", b"x", t).unwrap();
-    wait_until("node 3 to rejoin and catch up", 20, || {
+    wait_until("the isolated node to rejoin and catch up", 20, || {
         let s: Vec<_> = (1..=3)
             .map(|id| {
                 read_status_file(&root.join(format!("node{id}")))
