@@ -101,6 +101,8 @@ struct WalShared {
     state: Mutex<SyncState>,
     ledger: Arc<Ledger>,
     durable: AtomicU64,
+    /// Completed msync calls (one per dirty segment per sync), for statistics.
+    syncs: AtomicU64,
     fatal: OnceLock<Arc<FatalError>>,
     faults: Faults,
     listener: Mutex<Option<Listener>>,
@@ -151,6 +153,7 @@ impl WalShared {
                 {
                     return Err(self.poison(f));
                 }
+                self.syncs.fetch_add(1, Ordering::Relaxed);
                 seg.synced.store(end, Ordering::Release);
                 let slot = seg.ledger_slot.load(Ordering::Acquire);
                 if slot != NO_SLOT {
@@ -832,6 +835,7 @@ impl Wal {
             state: Mutex::new(SyncState { dirty: Vec::new() }),
             ledger,
             durable: AtomicU64::new(last_index.0),
+            syncs: AtomicU64::new(0),
             fatal: OnceLock::new(),
             faults: faults.clone(),
             listener: Mutex::new(None),
@@ -958,6 +962,12 @@ impl Wal {
                 .load(Ordering::Acquire)
                 .min(self.last_index.0),
         )
+    }
+
+    /// How many data syncs (msync of a segment's dirty range) completed since the log was
+    /// opened; with the caller's count of appended entries it gives entries per sync.
+    pub fn sync_count(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
     }
 
     /// Highest index the fsync policy allows to count as acknowledged: the durable index under

@@ -33,6 +33,10 @@ pub struct ClusterArgs {
     /// Leader heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 30)]
     pub heartbeat_ms: u64,
+    /// Length of one core tick in milliseconds (default: 10, or 1 when the election timeout is
+    /// under 100 ms, so timeouts keep their resolution).
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
     /// Snapshot after this many applied entries.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_entries: u64,
@@ -78,6 +82,9 @@ pub fn prepare(a: &ClusterArgs) -> anyhow::Result<ClusterFile> {
         fsync: a.fsync.clone(),
         election_timeout_ms: a.election_timeout_ms,
         heartbeat_ms: a.heartbeat_ms,
+        tick_ms: a
+            .tick_ms
+            .unwrap_or(if a.election_timeout_ms.0 < 100 { 1 } else { 10 }),
         snapshot_entries: a.snapshot_entries,
         segment_bytes: a.segment_bytes,
         ring_bytes: 1 << 20,

@@ -176,6 +176,7 @@ fn demo(
         fsync: a.fsync.clone(),
         election_timeout_ms: (150, 300),
         heartbeat_ms: 30,
+        tick_ms: None,
         snapshot_entries: SNAPSHOT_ENTRIES,
         segment_bytes: 8 << 20,
         restart: false,

@@ -43,10 +43,17 @@ pub struct ClusterFile {
     pub fsync: String,
     pub election_timeout_ms: (u64, u64),
     pub heartbeat_ms: u64,
+    /// Length of a core tick; elections and heartbeats are counted in ticks.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
     pub snapshot_entries: u64,
     pub segment_bytes: u64,
     pub ring_bytes: usize,
     pub nodes: Vec<ClusterNode>,
+}
+
+fn default_tick_ms() -> u64 {
+    10
 }
 
 impl ClusterFile {
@@ -116,6 +123,7 @@ impl ClusterFile {
             .map_err(|e| anyhow::anyhow!("cluster.json: {e}"))?;
         c.election_timeout_ms = self.election_timeout_ms;
         c.heartbeat_ms = self.heartbeat_ms;
+        c.tick_ms = self.tick_ms;
         c.snapshot_entries = self.snapshot_entries;
         c.segment_bytes = self.segment_bytes;
         c.ring_bytes = self.ring_bytes;

@@ -6,6 +6,7 @@
 //! missing or unreadable input).
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod check_history;
 pub mod cluster;
 pub mod cluster_demo;
@@ -58,6 +59,9 @@ pub enum Command {
     Wal(WalCommand),
     /// Check a client history (JSON lines) for linearizability.
     CheckHistory(check_history::CheckHistoryArgs),
+    /// Cluster benchmarks: throughput and latency per fsync policy and client count, with
+    /// same-run baselines, a table, JSON and an SVG plot.
+    Bench(bench::BenchArgs),
 }
 
 /// `shmraft wal ...`
@@ -121,6 +125,7 @@ where
         Command::Wal(WalCommand::Bench(a)) => wal_bench::run_bench_cmd(&a),
         Command::Wal(WalCommand::OpenBench(a)) => wal_bench::run_open_bench_cmd(&a),
         Command::CheckHistory(a) => check_history::run(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
 

@@ -32,23 +32,8 @@ pub fn collect(dir: &Path) -> anyhow::Result<Vec<NodeStatus>> {
                 pid: 0,
                 alive: false,
                 role: "follower".into(),
-                term: 0,
-                leader: 0,
-                commit_index: 0,
-                applied_index: 0,
-                last_index: 0,
-                durable_index: 0,
-                snapshot_index: 0,
-                log_bytes: 0,
-                segments: 0,
                 fsync_policy: cf.fsync.clone(),
-                digest: String::new(),
-                digest_index: 0,
-                entries_appended: 0,
-                append_calls: 0,
-                snapshots_written: 0,
-                snapshots_installed: 0,
-                updated_unix_ms: 0,
+                ..NodeStatus::default()
             });
         s.alive = pid.is_some_and(|p| p == s.pid || s.pid == 0);
         if let Some(p) = pid {

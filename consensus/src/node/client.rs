@@ -10,12 +10,10 @@
 //! The client finds the leader by asking any node and following `NotLeader` hints.
 
 use crate::kv::{KvCommand, KvResult};
-use crate::node::wire::{ClientFrame, KIND_CLIENT_REQUEST, KIND_CLIENT_RESPONSE, ServerFrame};
-use crate::session::{ClientRequest, SessionResult};
+use crate::node::pipeline::{Completion, PipelinedClient, SessionHandle};
 use crate::types::NodeId;
-use shmraft_ipc::{Endpoint, Incoming, LinkEvent, SendError, Transport, TransportConfig};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
 /// How a client reaches a cluster.
@@ -65,51 +63,32 @@ pub enum ClientError {
     SessionExpired,
 }
 
-/// A client session with a cluster. Not thread-safe: one request at a time.
+/// A client session with a cluster: one request at a time, each call blocking until it is
+/// answered or its timeout passes. Built on a [`PipelinedClient`] with one session.
 pub struct Client {
-    cfg: ClientConfig,
-    t: Transport,
-    client_id: u64,
-    next_seq: u64,
-    next_req_id: u64,
-    /// Index into `cfg.nodes` of the node believed to lead.
-    target: usize,
-    connected: Vec<bool>,
+    p: PipelinedClient,
+    session: SessionHandle,
+    done: Vec<Completion>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("client_id", &self.client_id)
-            .field("next_seq", &self.next_seq)
+            .field("client_id", &self.client_id())
+            .field("next_seq", &self.next_seq())
             .finish()
     }
-}
-
-enum Attempt {
-    Answer(ServerFrame),
-    NoAnswer,
 }
 
 impl Client {
     /// Sets up the client's transport; nodes are connected on first use.
     pub fn new(cfg: ClientConfig) -> Result<Client, ClientError> {
-        let mut tcfg = TransportConfig::new(cfg.runtime_dir.clone(), cfg.cluster_id);
-        tcfg.ring_bytes = cfg.ring_bytes;
-        let t = Transport::client(tcfg)?;
-        let mut client_id = 0;
-        while client_id == 0 {
-            client_id = rand::random::<u64>();
-        }
-        let n = cfg.nodes.len();
+        let mut p = PipelinedClient::new(cfg)?;
+        let session = p.open_session();
         Ok(Client {
-            cfg,
-            t,
-            client_id,
-            next_seq: 1,
-            next_req_id: 1,
-            target: 0,
-            connected: vec![false; n],
+            p,
+            session,
+            done: Vec::new(),
         })
     }
 
@@ -118,96 +97,58 @@ impl Client {
     /// sequence number the session already applied returns the original result without being
     /// applied again (Raft thesis §6.3).
     pub fn resume(cfg: ClientConfig, client_id: u64, next_seq: u64) -> Result<Client, ClientError> {
-        let mut c = Client::new(cfg)?;
-        assert!(
-            client_id != 0 && next_seq >= 1,
-            "client id 0 and seq 0 are reserved"
-        );
-        c.client_id = client_id;
-        c.next_seq = next_seq;
-        Ok(c)
+        let mut p = PipelinedClient::new(cfg)?;
+        let session = p.resume_session(client_id, next_seq);
+        Ok(Client {
+            p,
+            session,
+            done: Vec::new(),
+        })
     }
 
     /// The sequence number the next write will use.
     pub fn next_seq(&self) -> u64 {
-        self.next_seq
+        self.p.session_state(self.session).1
     }
 
     /// This client's session id.
     pub fn client_id(&self) -> u64 {
-        self.client_id
+        self.p.session_state(self.session).0
     }
 
     /// The node the client currently believes leads.
     pub fn leader_guess(&self) -> NodeId {
-        self.cfg
-            .nodes
-            .get(self.target)
-            .copied()
-            .unwrap_or(NodeId::ZERO)
+        self.p.leader_guess()
     }
 
     /// Proposes `command` to the state machine through the log and returns its result. Retries
-    /// reuse the sequence number: the command is applied at most once.
+    /// reuse the sequence number: the command is applied at most once. The sequence number is
+    /// used up whatever happens (see [`PipelinedClient::submit_write`]).
     pub fn write(&mut self, command: &[u8], timeout: Duration) -> Result<Vec<u8>, ClientError> {
-        let seq = self.next_seq;
-        let req = ClientRequest {
-            client_id: self.client_id,
-            seq,
-            // One outstanding write at a time: every earlier result was received.
-            first_unacked_seq: seq,
-            log_time_ms: 0,
-            command: command.to_vec(),
-        };
-        let envelope = req
-            .encode()
-            .map_err(|e| ClientError::Refused(format!("command cannot be encoded: {e}")))?;
-        let result = self.request(timeout, |req_id| ClientFrame::Write {
-            req_id,
-            envelope: envelope.clone(),
-        });
-        // The sequence number is used up whatever happened: reusing it for a different command
-        // after an unknown outcome would let the session answer the new command with the old
-        // one's cached result. A late copy of this request is then either applied before the
-        // next one (consistent with "unknown") or refused as discarded (thesis §6.3).
-        self.next_seq += 1;
-        let bytes = match result {
-            Ok(b) => b,
-            Err(ClientError::Timeout(d)) => return Err(ClientError::Unknown(d)),
-            Err(e) => return Err(e),
-        };
-        match SessionResult::decode(&bytes) {
-            Ok(SessionResult::Applied(r) | SessionResult::Duplicate(r)) => Ok(r),
-            Ok(SessionResult::SessionExpired) => Err(ClientError::SessionExpired),
-            Ok(other) => Err(ClientError::Refused(format!("{other:?}"))),
-            Err(e) => Err(ClientError::Refused(format!(
-                "undecodable session result: {e}"
-            ))),
-        }
+        self.p.submit_write(self.session, command, 0, timeout)?;
+        self.finish()
     }
 
     /// A linearizable read (ReadIndex on the leader, Raft thesis §6.4).
     pub fn read(&mut self, query: &[u8], timeout: Duration) -> Result<Vec<u8>, ClientError> {
-        let query = query.to_vec();
-        self.request(timeout, |req_id| ClientFrame::Read {
-            req_id,
-            query: query.clone(),
-        })
+        self.p.submit_read(query, 0, timeout);
+        self.finish()
     }
 
     /// A node's status as JSON (asked of that node, leader or not).
     pub fn status_of(&mut self, node: NodeId, timeout: Duration) -> Result<Vec<u8>, ClientError> {
-        let Some(i) = self.cfg.nodes.iter().position(|&n| n == node) else {
-            return Err(ClientError::Refused(format!(
-                "node {node} is not in the cluster"
-            )));
-        };
-        let deadline = Instant::now() + timeout;
-        let req_id = self.take_req_id();
-        match self.attempt(i, ClientFrame::Status { req_id }, deadline) {
-            Attempt::Answer(ServerFrame::Ok { result, .. }) => Ok(result),
-            Attempt::Answer(other) => Err(ClientError::Refused(format!("{other:?}"))),
-            Attempt::NoAnswer => Err(ClientError::Timeout(timeout)),
+        self.p.submit_status(node, 0, timeout)?;
+        self.finish()
+    }
+
+    /// Polls until the one outstanding request completes (its own deadline bounds the wait).
+    fn finish(&mut self) -> Result<Vec<u8>, ClientError> {
+        debug_assert_eq!(self.p.outstanding(), 1, "one request at a time");
+        loop {
+            self.p.poll(Duration::from_millis(50), &mut self.done);
+            if let Some(c) = self.done.pop() {
+                return c.outcome;
+            }
         }
     }
 
@@ -259,129 +200,6 @@ impl Client {
             Ok(KvResult::Error(e)) => Err(ClientError::Refused(e.to_string())),
             Ok(ok) => Ok(ok),
             Err(e) => Err(ClientError::Refused(format!("undecodable result: {e}"))),
-        }
-    }
-
-    fn take_req_id(&mut self) -> u64 {
-        let r = self.next_req_id;
-        self.next_req_id += 1;
-        r
-    }
-
-    /// Sends a request to the believed leader until it is answered or `timeout` passes,
-    /// following leader hints and moving on from nodes that do not answer. `Timeout` means no
-    /// node answered in time.
-    fn request(
-        &mut self,
-        timeout: Duration,
-        frame: impl Fn(u64) -> ClientFrame,
-    ) -> Result<Vec<u8>, ClientError> {
-        let deadline = Instant::now() + timeout;
-        let mut backoff = Duration::from_millis(1);
-        while Instant::now() < deadline {
-            let req_id = self.take_req_id();
-            let attempt_deadline = (Instant::now() + self.cfg.attempt_timeout).min(deadline);
-            match self.attempt(self.target, frame(req_id), attempt_deadline) {
-                Attempt::Answer(ServerFrame::Ok { result, .. }) => return Ok(result),
-                Attempt::Answer(ServerFrame::NotLeader { leader_hint, .. }) => {
-                    match self.cfg.nodes.iter().position(|&n| n == leader_hint) {
-                        Some(i) if i != self.target => self.target = i,
-                        _ => {
-                            self.rotate();
-                            self.pause(&mut backoff, deadline);
-                        }
-                    }
-                }
-                Attempt::Answer(ServerFrame::Retry { .. }) => self.pause(&mut backoff, deadline),
-                Attempt::Answer(ServerFrame::Error { message, .. }) => {
-                    return Err(ClientError::Refused(message));
-                }
-                Attempt::NoAnswer => self.rotate(),
-            }
-        }
-        Err(ClientError::Timeout(timeout))
-    }
-
-    fn rotate(&mut self) {
-        if !self.cfg.nodes.is_empty() {
-            self.target = (self.target + 1) % self.cfg.nodes.len();
-        }
-    }
-
-    /// Waits a little before the next attempt (an election is likely under way), doubling up to
-    /// 20 ms; keeps the transport serviced meanwhile.
-    fn pause(&mut self, backoff: &mut Duration, deadline: Instant) {
-        let until = (Instant::now() + *backoff).min(deadline);
-        while Instant::now() < until {
-            let _ = self.t.wait(Some(until - Instant::now()));
-            self.t.recv(|_| {});
-        }
-        *backoff = (*backoff * 2).min(Duration::from_millis(20));
-    }
-
-    /// One attempt at node `i`: connect if needed, send, wait for the answer with this req_id.
-    fn attempt(&mut self, i: usize, frame: ClientFrame, deadline: Instant) -> Attempt {
-        let Some(&node) = self.cfg.nodes.get(i) else {
-            return Attempt::NoAnswer;
-        };
-        let peer = Endpoint::Node(node.get() as u32);
-        if !self.connected[i] {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .t
-                .connect(node.get() as u32, left.min(Duration::from_millis(200)))
-            {
-                Ok(()) => self.connected[i] = true,
-                Err(e) => {
-                    tracing::debug!(%node, error = %e, "cannot connect");
-                    // Do not spin on a dead node: let a little time pass.
-                    let _ = self.t.wait(Some(Duration::from_millis(2).min(left)));
-                    return Attempt::NoAnswer;
-                }
-            }
-        }
-        let req_id = frame.req_id();
-        let bytes = frame.encode();
-        loop {
-            match self.t.send(peer, KIND_CLIENT_REQUEST, &bytes) {
-                Ok(()) => break,
-                Err(SendError::Full { .. }) if Instant::now() < deadline => {
-                    let _ = self.t.wait(Some(Duration::from_millis(1)));
-                    self.t.recv(|_| {});
-                }
-                Err(e) => {
-                    tracing::debug!(%node, error = %e, "send failed");
-                    self.connected[i] = false;
-                    return Attempt::NoAnswer;
-                }
-            }
-        }
-        let mut answer = None;
-        let mut down = false;
-        while answer.is_none() && !down {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let _ = self.t.wait(Some(deadline - now));
-            self.t.recv(|inc| match inc {
-                Incoming::Frame(f) if f.from == peer && f.kind == KIND_CLIENT_RESPONSE => {
-                    match ServerFrame::decode(f.payload) {
-                        Ok(sf) if sf.req_id() == req_id => answer = Some(sf),
-                        Ok(_) => {} // an answer to an earlier, abandoned attempt
-                        Err(e) => tracing::warn!(from = %f.from, error = %e, "malformed response"),
-                    }
-                }
-                Incoming::Event(LinkEvent::Down { peer: p }) if p == peer => down = true,
-                _ => {}
-            });
-        }
-        if down {
-            self.connected[i] = false;
-        }
-        match answer {
-            Some(a) => Attempt::Answer(a),
-            None => Attempt::NoAnswer,
         }
     }
 }

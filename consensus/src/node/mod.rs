@@ -24,6 +24,7 @@
 
 pub mod client;
 pub mod partition;
+pub mod pipeline;
 pub mod status;
 pub mod store;
 pub mod wire;
@@ -206,6 +207,9 @@ pub struct Node<S: StateMachine> {
     next_read_ctx: u64,
     /// Encoded Raft messages per destination node, sent once per loop turn (ipc rule 6).
     outbox: HashMap<u32, Vec<Vec<u8>>>,
+    /// Encoded responses per client, sent as one batch per loop turn (ipc rule 6): with many
+    /// requests in flight per connection, one publication and at most one wake-up per turn.
+    client_outbox: HashMap<Endpoint, Vec<Vec<u8>>>,
     /// Client requests received this loop turn.
     inbox_writes: Vec<(Endpoint, u64, Vec<u8>)>,
     inbox_reads: Vec<(Endpoint, u64, Vec<u8>)>,
@@ -289,6 +293,7 @@ impl<S: StateMachine> Node<S> {
             reads_confirmed: Vec::new(),
             next_read_ctx: 1,
             outbox: HashMap::new(),
+            client_outbox: HashMap::new(),
             inbox_writes: Vec::new(),
             inbox_reads: Vec::new(),
             inbox_status: Vec::new(),
@@ -909,14 +914,30 @@ impl<S: StateMachine> Node<S> {
             }
             msgs.clear();
         }
+        // Clients come and go: forget the ones with nothing queued.
+        self.client_outbox.retain(|_, v| !v.is_empty());
+        for (client, resps) in self.client_outbox.iter_mut() {
+            let frames: Vec<OutFrame<'_>> = resps
+                .iter()
+                .map(|b| OutFrame {
+                    kind: KIND_CLIENT_RESPONSE,
+                    payload: b,
+                })
+                .collect();
+            if let Err(e) = self.transport.send_batch(*client, &frames) {
+                // The client is gone or slow; it times out and retries (exactly-once sessions).
+                tracing::debug!(%client, error = %e, "responses not delivered");
+            }
+            resps.clear();
+        }
     }
 
+    /// Queues a response; `flush_outbox` sends each client's responses as one batch.
     fn respond(&mut self, client: Endpoint, f: ServerFrame) {
-        let b = f.encode();
-        if let Err(e) = self.transport.send(client, KIND_CLIENT_RESPONSE, &b) {
-            // The client is gone or slow; it will time out and retry (exactly-once sessions).
-            tracing::debug!(%client, error = %e, "response not delivered");
-        }
+        self.client_outbox
+            .entry(client)
+            .or_default()
+            .push(f.encode());
     }
 
     /// Re-reads the partition file every tick and, when its contents changed, blocks the links it
@@ -1016,6 +1037,10 @@ impl<S: StateMachine> Node<S> {
             append_calls: self.counters.append_calls,
             snapshots_written: self.counters.snapshots_written,
             snapshots_installed: self.counters.snapshots_installed,
+            syncs: storage.wal.sync_count(),
+            entries_applied: self.counters.entries_applied,
+            writes_answered: self.counters.writes_answered,
+            reads_answered: self.counters.reads_answered,
             updated_unix_ms: wall_ms(),
         }
     }

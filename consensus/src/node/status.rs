@@ -11,7 +11,7 @@ use std::path::Path;
 pub const STATUS_FILE_NAME: &str = "status.json";
 
 /// One node's status. Field names are part of `shmraft status --json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: u64,
     pub pid: u32,
@@ -40,6 +40,18 @@ pub struct NodeStatus {
     pub append_calls: u64,
     pub snapshots_written: u64,
     pub snapshots_installed: u64,
+    /// Data syncs of the log since the node started (entries per sync: `entries_appended /
+    /// syncs`). Absent in status files of older builds.
+    #[serde(default)]
+    pub syncs: u64,
+    /// Entries applied to the state machine since the node started.
+    #[serde(default)]
+    pub entries_applied: u64,
+    /// Client writes and reads answered since the node started.
+    #[serde(default)]
+    pub writes_answered: u64,
+    #[serde(default)]
+    pub reads_answered: u64,
     pub updated_unix_ms: u64,
 }
 
