@@ -47,15 +47,23 @@
 //!
 //! # Digest
 //!
-//! [`KvStateMachine::digest`] is 64-bit FNV-1a over the entries in key order, each as length-prefixed
-//! key and value. It does not depend on the process, the run or the platform, so digests from
-//! different node processes can be compared.
+//! [`KvStateMachine::digest`] is 64-bit FNV-1a over the entry count and the wrapping sum of one
+//! XXH3 hash per entry (the value's hash seeded with the key's). The sum is kept up to date by
+//! every change, so a digest costs O(1). It does not depend on the process, the run or the
+//! platform, so digests from different node processes can be compared.
+//!
+//! # Memory
+//!
+//! Keys and values are shared (`Arc<[u8]>`) in a hash map, so capturing a snapshot on the node's
+//! loop thread copies the table and bumps reference counts, not every byte of the state; the
+//! snapshot thread sorts the keys and writes the image.
 
 use crate::state_machine::StateMachine;
 use crate::types::Index;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 /// The version byte every command and result starts with.
 pub const KV_COMMAND_VERSION: u8 = 1;
@@ -277,33 +285,43 @@ impl KvCommand {
 
     /// Decodes a command; any malformed input is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<KvCommand, KvDecodeError> {
-        let mut c = Cursor::new(bytes);
-        let version = c.u8().map_err(|_| KvDecodeError::Empty)?;
-        if version != KV_COMMAND_VERSION {
-            return Err(KvDecodeError::Version { found: version });
-        }
-        let op = c.u8()?;
-        let command = match op {
-            OP_PUT | OP_APPEND => {
-                let key = c.bytes("key", MAX_KEY_BYTES)?.to_vec();
-                let value = c.bytes("value", MAX_VALUE_BYTES)?.to_vec();
-                if op == OP_PUT {
-                    KvCommand::Put { key, value }
-                } else {
-                    KvCommand::Append { key, value }
-                }
-            }
-            OP_GET => KvCommand::Get {
-                key: c.bytes("key", MAX_KEY_BYTES)?.to_vec(),
+        let (op, key, value) = decode_parts(bytes)?;
+        let key = key.to_vec();
+        Ok(match op {
+            OP_PUT => KvCommand::Put {
+                key,
+                value: value.to_vec(),
             },
-            OP_DELETE => KvCommand::Delete {
-                key: c.bytes("key", MAX_KEY_BYTES)?.to_vec(),
+            OP_APPEND => KvCommand::Append {
+                key,
+                value: value.to_vec(),
             },
-            found => return Err(KvDecodeError::UnknownTag { found }),
-        };
-        c.finish()?;
-        Ok(command)
+            OP_GET => KvCommand::Get { key },
+            _ => KvCommand::Delete { key },
+        })
     }
+}
+
+/// Decodes a command into its operation, key and value (empty for get and delete) without
+/// copying; any malformed input is an error, never a panic.
+fn decode_parts(bytes: &[u8]) -> Result<(u8, &[u8], &[u8]), KvDecodeError> {
+    let mut c = Cursor::new(bytes);
+    let version = c.u8().map_err(|_| KvDecodeError::Empty)?;
+    if version != KV_COMMAND_VERSION {
+        return Err(KvDecodeError::Version { found: version });
+    }
+    let op = c.u8()?;
+    let parts = match op {
+        OP_PUT | OP_APPEND => {
+            let key = c.bytes("key", MAX_KEY_BYTES)?;
+            let value = c.bytes("value", MAX_VALUE_BYTES)?;
+            (op, key, value)
+        }
+        OP_GET | OP_DELETE => (op, c.bytes("key", MAX_KEY_BYTES)?, &[][..]),
+        found => return Err(KvDecodeError::UnknownTag { found }),
+    };
+    c.finish()?;
+    Ok(parts)
 }
 
 impl KvResult {
@@ -414,11 +432,25 @@ impl Fnv64 {
     }
 }
 
+/// The machine's map: keys and values shared with snapshots in progress (module docs, "Memory").
+type Entries = HashMap<Arc<[u8]>, Arc<[u8]>>;
+
 /// The built-in key-value state machine. See the module docs for the encodings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStateMachine {
     /// Keys whose value is not empty; a missing key reads as empty.
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    entries: Entries,
+    /// Wrapping sum of [`entry_hash`] over `entries`, kept up to date by every change, so the
+    /// digest costs O(1) instead of a pass over the whole state (status files ask for it often).
+    hash_sum: u64,
+}
+
+/// The hash of one (key, value) pair: XXH3 of the value seeded with XXH3 of the key (no
+/// per-process seed: equal on every node and in every run). A sum of these is independent of
+/// iteration order, and adding or removing one entry updates it in O(entry size).
+fn entry_hash(key: &[u8], value: &[u8]) -> u64 {
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+    xxh3_64_with_seed(value, xxh3_64(key))
 }
 
 impl KvStateMachine {
@@ -428,7 +460,7 @@ impl KvStateMachine {
 
     /// The value of `key` (empty if never written or deleted).
     pub fn get(&self, key: &[u8]) -> &[u8] {
-        self.entries.get(key).map(Vec::as_slice).unwrap_or(&[])
+        self.entries.get(key).map_or(&[], |v| &v[..])
     }
 
     /// The number of keys with a non-empty value.
@@ -440,27 +472,59 @@ impl KvStateMachine {
         self.entries.is_empty()
     }
 
-    /// Iterates the non-empty entries in key order.
+    /// The non-empty entries in key order (sorts: O(n log n)).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        let mut v: Vec<(&[u8], &[u8])> =
+            self.entries.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v.into_iter()
+    }
+
+    /// Removes `key`, keeping `hash_sum` in step.
+    fn remove_entry(&mut self, key: &[u8]) {
+        if let Some(old) = self.entries.remove(key) {
+            self.hash_sum = self.hash_sum.wrapping_sub(entry_hash(key, &old));
+        }
     }
 
     /// Applies a decoded command and returns its result.
     pub fn apply_command(&mut self, command: KvCommand) -> KvResult {
-        match command {
-            KvCommand::Put { key, value } => {
-                if value.is_empty() {
-                    self.entries.remove(&key);
-                } else {
-                    self.entries.insert(key, value);
+        match &command {
+            KvCommand::Put { key, value } => self.apply_parts(OP_PUT, key, value),
+            KvCommand::Append { key, value } => self.apply_parts(OP_APPEND, key, value),
+            KvCommand::Get { key } => self.apply_parts(OP_GET, key, &[]),
+            KvCommand::Delete { key } => self.apply_parts(OP_DELETE, key, &[]),
+        }
+    }
+
+    /// Applies one operation on borrowed bytes: the log's payload is read in place, and an
+    /// overwrite of a value by one of the same length reuses its memory when no snapshot in
+    /// progress shares it (no allocation, no free on the steady-state path).
+    fn apply_parts(&mut self, op: u8, key: &[u8], value: &[u8]) -> KvResult {
+        match op {
+            OP_PUT if value.is_empty() => {
+                self.remove_entry(key);
+                KvResult::Done
+            }
+            OP_PUT => {
+                self.hash_sum = self.hash_sum.wrapping_add(entry_hash(key, value));
+                match self.entries.get_mut(key) {
+                    Some(v) => {
+                        self.hash_sum = self.hash_sum.wrapping_sub(entry_hash(key, v));
+                        match Arc::get_mut(v) {
+                            Some(m) if m.len() == value.len() => m.copy_from_slice(value),
+                            _ => *v = value.into(),
+                        }
+                    }
+                    None => {
+                        self.entries.insert(key.into(), value.into());
+                    }
                 }
                 KvResult::Done
             }
-            KvCommand::Get { key } => KvResult::Value(self.get(&key).to_vec()),
-            KvCommand::Append { key, value } => {
-                let current = self.get(&key).len();
+            OP_GET => KvResult::Value(self.get(key).to_vec()),
+            OP_APPEND => {
+                let current = self.get(key).len();
                 let new_len = current + value.len();
                 if new_len > MAX_VALUE_BYTES {
                     return KvResult::Error(KvError::ValueTooLarge {
@@ -469,23 +533,33 @@ impl KvStateMachine {
                     });
                 }
                 if !value.is_empty() {
-                    self.entries
-                        .entry(key)
-                        .or_default()
-                        .extend_from_slice(&value);
+                    // Values may be shared with a snapshot in progress: build the new one.
+                    let mut v = Vec::with_capacity(new_len);
+                    if let Some(old) = self.entries.get(key) {
+                        v.extend_from_slice(old);
+                        self.hash_sum = self.hash_sum.wrapping_sub(entry_hash(key, old));
+                    }
+                    v.extend_from_slice(value);
+                    self.hash_sum = self.hash_sum.wrapping_add(entry_hash(key, &v));
+                    match self.entries.get_mut(key) {
+                        Some(slot) => *slot = v.into(),
+                        None => {
+                            self.entries.insert(key.into(), v.into());
+                        }
+                    }
                 }
                 KvResult::Appended {
                     new_len: new_len as u64,
                 }
             }
-            KvCommand::Delete { key } => {
-                self.entries.remove(&key);
+            _ => {
+                self.remove_entry(key);
                 KvResult::Done
             }
         }
     }
 
-    fn read_image(input: &mut dyn Read) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
+    fn read_image(input: &mut dyn Read) -> Result<Entries, String> {
         let mut r = CrcReader {
             inner: input,
             crc: crc32fast::Hasher::new(),
@@ -504,8 +578,10 @@ impl KvStateMachine {
             ));
         }
         let count = u64::from_le_bytes(r.array().map_err(|e| format!("reading the count: {e}"))?);
-        let mut entries = BTreeMap::new();
-        let mut previous: Option<Vec<u8>> = None;
+        // The count is untrusted: reserve a bounded amount up front, grow past it as entries
+        // actually arrive.
+        let mut entries = HashMap::with_capacity(count.min(1 << 16) as usize);
+        let mut previous: Option<Arc<[u8]>> = None;
         for i in 0..count {
             let key = r
                 .framed(MAX_KEY_BYTES)
@@ -513,7 +589,7 @@ impl KvStateMachine {
             let value = r
                 .framed(MAX_VALUE_BYTES)
                 .map_err(|e| format!("entry {i}: value: {e}"))?;
-            if previous.as_ref().is_some_and(|p| *p >= key) {
+            if previous.as_ref().is_some_and(|p| p[..] >= key[..]) {
                 return Err(format!("entry {i}: keys are not strictly increasing"));
             }
             if value.is_empty() {
@@ -521,8 +597,9 @@ impl KvStateMachine {
                     "entry {i}: empty value (empty values are never stored)"
                 ));
             }
+            let key: Arc<[u8]> = key.into();
             previous = Some(key.clone());
-            entries.insert(key, value);
+            entries.insert(key, value.into());
         }
         let expected = r.crc.clone().finalize();
         let mut stored = [0u8; 4];
@@ -613,8 +690,8 @@ impl CrcWriter<'_> {
 
 impl StateMachine for KvStateMachine {
     fn apply(&mut self, _index: Index, command: &[u8]) -> Vec<u8> {
-        let result = match KvCommand::decode(command) {
-            Ok(command) => self.apply_command(command),
+        let result = match decode_parts(command) {
+            Ok((op, key, value)) => self.apply_parts(op, key, value),
             Err(e) => KvResult::Error(KvError::Malformed(e.to_string())),
         };
         result.encode()
@@ -634,8 +711,8 @@ impl StateMachine for KvStateMachine {
         result.encode()
     }
 
-    /// A clone of the map (one copy on the loop thread); serialising and writing it happen on
-    /// the snapshot thread.
+    /// A clone of the map on the loop thread (the table and reference counts: keys and values
+    /// are shared); sorting, serialising and writing happen on the snapshot thread.
     fn snapshot_job(&self) -> Option<crate::state_machine::SnapshotJob> {
         let copy = self.clone();
         Some(Box::new(move |out: &mut dyn Write| copy.snapshot(out)))
@@ -649,7 +726,8 @@ impl StateMachine for KvStateMachine {
         w.bytes(&KV_SNAPSHOT_MAGIC)?;
         w.bytes(&KV_SNAPSHOT_VERSION.to_le_bytes())?;
         w.bytes(&(self.entries.len() as u64).to_le_bytes())?;
-        for (key, value) in &self.entries {
+        // The image lists keys in increasing order (restore checks it).
+        for (key, value) in self.iter() {
             w.framed(key)?;
             w.framed(value)?;
         }
@@ -663,17 +741,25 @@ impl StateMachine for KvStateMachine {
                 format!("key-value snapshot: {reason}"),
             )
         })?;
+        self.hash_sum = entries
+            .iter()
+            .fold(0u64, |s, (k, v)| s.wrapping_add(entry_hash(k, v)));
         self.entries = entries;
         Ok(())
     }
 
+    /// O(1): the entry count and the running sum of entry hashes (see [`entry_hash`]).
     fn digest(&self) -> u64 {
+        debug_assert_eq!(
+            self.hash_sum,
+            self.entries
+                .iter()
+                .fold(0u64, |s, (k, v)| s.wrapping_add(entry_hash(k, v))),
+            "the running entry-hash sum matches the state"
+        );
         let mut h = Fnv64::new();
         h.write_u64(self.entries.len() as u64);
-        for (key, value) in &self.entries {
-            h.write_framed(key);
-            h.write_framed(value);
-        }
+        h.write_u64(self.hash_sum);
         h.finish()
     }
 }
@@ -1001,9 +1087,11 @@ mod tests {
         );
         assert_eq!(a.digest(), b.digest());
         assert_ne!(a.digest(), KvStateMachine::new().digest());
-        // A fixed value: FNV-1a has no per-process seed, so this never changes between runs.
+        // A fixed value: neither FNV-1a nor XXH3 has a per-process seed, so this never changes
+        // between runs or processes.
         assert_eq!(KvStateMachine::new().digest(), {
             let mut h = Fnv64::new();
+            h.write_u64(0);
             h.write_u64(0);
             h.finish()
         });

@@ -228,6 +228,9 @@ pub struct Node<S: StateMachine> {
     digest_cache: std::cell::Cell<Option<(Index, u64, Instant)>>,
     /// The applied index at the previous `current_digest` call: unchanged means quiet.
     digest_last_applied: std::cell::Cell<Index>,
+    /// Time spent in the phases of `handle_ready` this loop turn (see `phase_mark`).
+    ready_phase_ns: [u64; 7],
+    phase_at: Instant,
 }
 
 /// A local snapshot whose data a [`crate::SnapshotJob`] writes on another thread, so the loop
@@ -305,6 +308,8 @@ impl<S: StateMachine> Node<S> {
             snapshot_in_progress: None,
             digest_cache: std::cell::Cell::new(None),
             digest_last_applied: std::cell::Cell::new(Index::ZERO),
+            ready_phase_ns: [0; 7],
+            phase_at: Instant::now(),
             cfg,
         })
     }
@@ -386,25 +391,48 @@ impl<S: StateMachine> Node<S> {
         self.transport
             .wait(Some(timeout))
             .map_err(NodeError::Wait)?;
+        // Phases are timed so a turn that holds up heartbeats and acknowledgements (a long
+        // sync, a big snapshot capture) is visible in the log: such stalls are what make
+        // CheckQuorum depose a healthy leader.
+        let t0 = Instant::now();
+        self.ready_phase_ns = [0; 7];
         self.receive();
         self.handle_inbox();
-        let now = Instant::now();
-        if now >= *next_tick {
+        let t_input = Instant::now();
+        if t_input >= *next_tick {
             // A paused process (SIGSTOP) catches up by at most one election timeout of ticks,
             // enough for CheckQuorum to notice it lost touch (fault-matrix C2).
-            let behind = (now - *next_tick).as_millis() as u64 / self.cfg.tick_ms.max(1) + 1;
+            let behind = (t_input - *next_tick).as_millis() as u64 / self.cfg.tick_ms.max(1) + 1;
             let n = behind.min(self.raft.config().election_timeout_max_ticks);
             for _ in 0..n {
                 self.raft.tick();
             }
-            *next_tick = now + tick;
-            self.expire_reads(now);
+            *next_tick = t_input + tick;
+            self.expire_reads(t_input);
             self.apply_partition_file();
         }
+        let t_tick = Instant::now();
         self.drain_ready()?;
+        let t_ready = Instant::now();
         self.complete_persists()?;
         self.poll_snapshot()?;
         self.flush_outbox();
+        let t_end = Instant::now();
+        let slow = Duration::from_millis(
+            self.raft.config().election_timeout_min_ticks * self.cfg.tick_ms / 4,
+        );
+        if t_end - t0 >= slow.max(Duration::from_millis(5)) {
+            tracing::warn!(
+                id = %self.cfg.id,
+                turn_ms = (t_end - t0).as_secs_f64() * 1e3,
+                input_ms = (t_input - t0).as_secs_f64() * 1e3,
+                tick_ms = (t_tick - t_input).as_secs_f64() * 1e3,
+                ready_ms = (t_ready - t_tick).as_secs_f64() * 1e3,
+                finish_ms = (t_end - t_ready).as_secs_f64() * 1e3,
+                ready_phases_ms = ?self.ready_phase_ns.map(|n| n / 1_000_000),
+                "slow loop turn (a quarter of the election timeout): heartbeats and acks waited"
+            );
+        }
         Ok(())
     }
 
@@ -670,7 +698,19 @@ impl<S: StateMachine> Node<S> {
         Ok(())
     }
 
+    /// Adds the time since the previous mark to phase `i` of `handle_ready` (0: send, 1:
+    /// persist, 2: restore, 3: apply, 4: reads, 5: snapshot, 6: compact); reported with slow
+    /// loop turns.
+    fn phase_mark(&mut self, i: usize) {
+        let now = Instant::now();
+        if i > 0 {
+            self.ready_phase_ns[i] += (now - self.phase_at).as_nanos() as u64;
+        }
+        self.phase_at = now;
+    }
+
     fn handle_ready(&mut self, rd: Ready) -> Result<(), NodeError> {
+        self.phase_mark(0);
         let Ready {
             messages,
             persist,
@@ -689,6 +729,7 @@ impl<S: StateMachine> Node<S> {
         if persist.is_some() {
             self.flush_outbox();
         }
+        self.phase_mark(0);
         // Step 4: persist, in order; its messages wait for durability.
         if let Some(p) = persist {
             let store = self.raft.store_mut();
@@ -716,6 +757,7 @@ impl<S: StateMachine> Node<S> {
             // Under `always` the append returned after its sync: complete at once.
             self.complete_persists()?;
         }
+        self.phase_mark(1);
         // Step 5: restore from the snapshot.
         if let Some(meta) = apply_snapshot {
             let store = self.raft.store();
@@ -754,6 +796,7 @@ impl<S: StateMachine> Node<S> {
                 }
             }
         }
+        self.phase_mark(2);
         // Step 6: apply.
         for e in committed {
             debug_assert_eq!(e.index, self.applied.next(), "entries are applied in order");
@@ -782,6 +825,7 @@ impl<S: StateMachine> Node<S> {
                 self.respond(w.client, f);
             }
         }
+        self.phase_mark(3);
         // Step 7: confirmed reads, served once applied up to their index.
         for rs in read_states {
             if let Some(v) = self.reads_unconfirmed.remove(&rs.ctx) {
@@ -807,6 +851,7 @@ impl<S: StateMachine> Node<S> {
                 );
             }
         }
+        self.phase_mark(4);
         // Step 8: snapshot at the applied index.
         if let Some(i) = snapshot_request {
             assert_eq!(
@@ -855,10 +900,12 @@ impl<S: StateMachine> Node<S> {
                 self.raft.on_snapshot_written(&meta);
             }
         }
+        self.phase_mark(5);
         // Step 9: compact behind a durable snapshot (storage rule 15).
         if let Some(i) = compact_to {
             self.raft.store_mut().compact(i)?;
         }
+        self.phase_mark(6);
         Ok(())
     }
 

@@ -74,12 +74,12 @@ struct Shared {
 }
 
 /// Runs the load against the cluster behind `cfg`; `progress` is called now and then with the
-/// number of measured operations so far, and `edge(true)` / `edge(false)` right before the
+/// number of measured operations so far and the time measured so far, and `edge(true)` / `edge(false)` right before the
 /// measured window opens and right after it closes (to sample the nodes' counters).
 pub fn run(
     cfg: &ClientConfig,
     spec: &LoadSpec,
-    progress: &dyn Fn(u64),
+    progress: &dyn Fn(u64, Duration),
     edge: &mut dyn FnMut(bool),
 ) -> anyhow::Result<LoadResult> {
     if spec.clients == 0 {
@@ -114,7 +114,7 @@ pub fn run(
     loop {
         std::thread::sleep(Duration::from_millis(20));
         let done = shared.measured_ops.load(Ordering::Relaxed);
-        progress(done);
+        progress(done, start.elapsed());
         let over = match spec.stop {
             Stop::Ops(n) => done >= n,
             Stop::Duration(d) => start.elapsed() >= d,

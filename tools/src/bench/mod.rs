@@ -67,6 +67,9 @@ pub struct BenchArgs {
     /// Election timeout range of the nodes, milliseconds.
     #[arg(long, default_value = "150-300", value_parser = parse_range_ms)]
     pub election_timeout_ms: (u64, u64),
+    /// Nodes snapshot (and compact their logs) every this many applied entries.
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_entries: u64,
     /// Where the clusters' directories are created (the disk under test).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -83,6 +86,10 @@ pub struct BenchArgs {
 
 /// Runs `shmraft bench`.
 pub fn run(a: &BenchArgs) -> ExitCode {
+    if let Err(e) = validate(a) {
+        eprintln!("shmraft bench: {e:#}");
+        return ExitCode::from(2);
+    }
     match run_inner(a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -119,7 +126,6 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
 }
 
 fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
-    validate(a)?;
     let parent = match &a.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir(),
@@ -156,13 +162,20 @@ fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
     for (k, (policy, clients)) in configs.iter().enumerate() {
         bar.set_message(format!("{policy}, {clients} clients"));
         let base = per_config * k as u64;
-        let r = run_config(a, &parent, policy, *clients, &baselines, &|done| {
-            let pos = match a.ops {
-                Some(_) => done,
-                None => 0,
-            };
-            bar.set_position(base + pos.min(per_config));
-        })
+        let r = run_config(
+            a,
+            &parent,
+            policy,
+            *clients,
+            &baselines,
+            &|done, elapsed| {
+                let pos = match a.ops {
+                    Some(_) => done,
+                    None => elapsed.as_millis() as u64,
+                };
+                bar.set_position(base + pos.min(per_config));
+            },
+        )
         .with_context(|| format!("configuration fsync={policy} clients={clients}"))?;
         bar.set_position(base + per_config);
         bar.suspend(|| {
@@ -228,7 +241,7 @@ fn run_config(
     policy: &str,
     clients: u64,
     baselines: &baseline::Baselines,
-    progress: &dyn Fn(u64),
+    progress: &dyn Fn(u64, Duration),
 ) -> anyhow::Result<ConfigResult> {
     let spec = ClusterArgs {
         nodes: a.nodes,
@@ -237,7 +250,7 @@ fn run_config(
         election_timeout_ms: a.election_timeout_ms,
         heartbeat_ms: (a.election_timeout_ms.0 / 5).max(1),
         tick_ms: None,
-        snapshot_entries: 100_000,
+        snapshot_entries: a.snapshot_entries,
         segment_bytes: 64 << 20,
         restart: false,
         exit_with_parent: false,
@@ -282,6 +295,7 @@ fn run_config(
         term_end = term_end.max(s1.term);
         let syncs = s1.syncs.saturating_sub(s0.syncs);
         let entries = s1.entries_appended.saturating_sub(s0.entries_appended);
+        let appends = s1.append_calls.saturating_sub(s0.append_calls);
         let cpu = match (c0, c1) {
             (Some(a), Some(b)) => b.saturating_sub(*a).as_secs_f64(),
             _ => 0.0,
@@ -293,6 +307,8 @@ fn run_config(
             syncs,
             syncs_per_s: syncs as f64 / secs,
             entries_appended: entries,
+            append_calls: appends,
+            entries_per_append: (appends > 0).then(|| entries as f64 / appends as f64),
             entries_per_sync: (syncs > 0).then(|| entries as f64 / syncs as f64),
             cpu_s: cpu,
         });

@@ -15,6 +15,9 @@ pub struct NodeFigures {
     pub syncs: u64,
     pub syncs_per_s: f64,
     pub entries_appended: u64,
+    /// Log appends (one per persisted batch): entries per append is the batch size.
+    pub append_calls: u64,
+    pub entries_per_append: Option<f64>,
     /// Entries appended per data sync (None when the node did not sync: `never`).
     pub entries_per_sync: Option<f64>,
     pub cpu_s: f64,
@@ -177,7 +180,7 @@ pub fn table(results: &[ConfigResult]) -> String {
     }
     let _ = writeln!(
         s,
-        "\nper node: syncs/s and entries per sync (L: leader), CPU us per op"
+        "\nper node: syncs/s x entries per sync, entries per append (batch), CPU us per op (L: leader)"
     );
     for r in results {
         let nodes: Vec<String> = r
@@ -185,11 +188,13 @@ pub fn table(results: &[ConfigResult]) -> String {
             .iter()
             .map(|n| {
                 format!(
-                    "n{}{} {:.0}/s x {} cpu {:.1}",
+                    "n{}{} {:.0}/s x {} batch {} cpu {:.1}",
                     n.id,
                     if n.role == "leader" { "(L)" } else { "" },
                     n.syncs_per_s,
                     n.entries_per_sync
+                        .map_or_else(|| "-".to_string(), |e| format!("{e:.1}")),
+                    n.entries_per_append
                         .map_or_else(|| "-".to_string(), |e| format!("{e:.1}")),
                     if r.ops > 0 {
                         n.cpu_s * 1e6 / r.ops as f64

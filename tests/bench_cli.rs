@@ -1,0 +1,141 @@
+//! `shmraft bench` as a user runs it: real node processes, the JSON report, the SVG plot, and
+//! clear refusals of bad flags.
+
+use std::process::{Command, Output};
+
+const SHMRAFT: &str = env!("CARGO_BIN_EXE_shmraft");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(SHMRAFT)
+        .args(args)
+        .output()
+        .expect("running shmraft")
+}
+
+fn f(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("field {k} missing or not a number in {v}"))
+}
+
+#[test]
+fn bench_measures_every_configuration_and_writes_json_and_svg() {
+    let d = tempfile::tempdir().unwrap();
+    let json = d.path().join("bench.json");
+    let svg = d.path().join("bench.svg");
+    let o = run(&[
+        "bench",
+        "--fsync",
+        "never,always",
+        "--clients",
+        "1,8",
+        "--duration-s",
+        "0.4",
+        "--warmup-ms",
+        "100",
+        "--dir",
+        d.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("ops/s") && stdout.contains("p99.9 us"),
+        "{stdout}"
+    );
+
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let b = &rep["baselines"];
+    for k in ["fdatasync_us_p50", "pipe_rtt_us_p50", "memcpy_gb_per_s"] {
+        assert!(f(b, k) > 0.0, "baseline {k}: {b}");
+    }
+    assert!(rep["machine"]["cpus"].as_u64().unwrap() >= 1);
+    let results = rep["results"].as_array().unwrap();
+    let configs: Vec<(String, u64)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["fsync"].as_str().unwrap().to_string(),
+                r["clients"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        configs,
+        [
+            ("never".to_string(), 1),
+            ("never".to_string(), 8),
+            ("always".to_string(), 1),
+            ("always".to_string(), 8)
+        ]
+    );
+    for r in results {
+        assert!(f(r, "ops") >= 1.0, "{r}");
+        assert_eq!(f(r, "errors"), 0.0, "{r}");
+        assert!(f(r, "ops_per_s") > 0.0 && f(r, "mb_per_s") > 0.0, "{r}");
+        let p = [
+            "latency_us_p50",
+            "latency_us_p90",
+            "latency_us_p99",
+            "latency_us_p999",
+        ];
+        let lat: Vec<f64> = p.iter().map(|k| f(r, k)).collect();
+        assert!(lat[0] > 0.0, "{r}");
+        assert!(
+            lat.windows(2).all(|w| w[0] <= w[1]),
+            "percentiles in order: {r}"
+        );
+        assert!(lat[3] <= f(r, "latency_us_max") + 1.0, "{r}");
+        assert!(f(r, "cpu_us_per_op") > 0.0, "{r}");
+        let nodes = r["per_node"].as_array().unwrap();
+        assert_eq!(nodes.len(), 3, "{r}");
+        assert_eq!(
+            nodes.iter().filter(|n| n["role"] == "leader").count(),
+            1,
+            "one leader: {r}"
+        );
+        for n in nodes {
+            // Every node appended what was committed (plus the leader's no-op).
+            assert!(f(n, "entries_appended") >= f(r, "writes"), "{n} vs {r}");
+            if r["fsync"] == "always" {
+                assert!(
+                    f(n, "syncs") >= 1.0 && f(n, "entries_per_sync") >= 1.0,
+                    "{n}"
+                );
+            }
+        }
+    }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg"), "{}", &plot[..plot.len().min(200)]);
+    assert!(plot.contains("never") && plot.contains("always"));
+    // Nothing is left behind: the clusters' directories are removed.
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("shmraft-bench-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn bench_refuses_bad_flags_with_a_clear_message() {
+    for (args, needle) in [
+        (&["bench", "--fsync", "sometimes"][..], "--fsync sometimes"),
+        (&["bench", "--clients", "0"][..], "--clients"),
+        (&["bench", "--size", "0"][..], "--size"),
+        (&["bench", "--duration-s=0"][..], "--duration-s"),
+    ] {
+        let o = run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "usage errors exit 2: {args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
