@@ -5,7 +5,6 @@
 use crate::error::{Result, StorageError};
 use crate::format::{HARD_STATE_FILE, HARD_STATE_MAGIC};
 use crate::ledger::Ledger;
-use crate::policy::FsyncPolicy;
 use crate::slotfile::SlotFile;
 use crate::sys::Faults;
 use crate::types::{LogIndex, LogTerm};
@@ -21,8 +20,8 @@ pub struct HardState {
     /// votedFor: the node voted for in `current_term`; 0 = none (the consensus crate's
     /// `NodeId` sentinel). Must persist before the vote is sent.
     pub voted_for: u64,
-    /// commitIndex: a lower bound of the commit index; advisory (Raft recovers it), so it is
-    /// synced only under `always` or with a term/vote change.
+    /// commitIndex: a lower bound of the commit index; advisory (Raft recovers it from the
+    /// leader), so it is synced only together with a term/vote change, whatever the policy.
     pub commit_index: LogIndex,
 }
 
@@ -31,23 +30,16 @@ pub struct HardState {
 pub struct HardStateStore {
     file: SlotFile,
     ledger: Arc<Ledger>,
-    policy: FsyncPolicy,
     faults_poisoned: Option<Arc<crate::error::FatalError>>,
 }
 
 impl HardStateStore {
-    pub(crate) fn open(
-        dir: &Path,
-        ledger: Arc<Ledger>,
-        policy: FsyncPolicy,
-        faults: Faults,
-    ) -> Result<HardStateStore> {
+    pub(crate) fn open(dir: &Path, ledger: Arc<Ledger>, faults: Faults) -> Result<HardStateStore> {
         let file = SlotFile::open(dir, HARD_STATE_FILE, HARD_STATE_MAGIC, faults)?;
         ledger.set_hard_state_synced(file.synced_generation());
         Ok(HardStateStore {
             file,
             ledger,
-            policy,
             faults_poisoned: None,
         })
     }
@@ -62,8 +54,10 @@ impl HardStateStore {
         }
     }
 
-    /// Saves `hs`. Synced before returning when the term or the vote changed, or under the
-    /// `always` policy; returns whether it was synced. The term must not go backwards.
+    /// Saves `hs`. Synced before returning when the term or the vote changed (storage rule 8);
+    /// a change of the commit index alone is written, not synced: it is advisory, and syncing
+    /// it would add a whole fdatasync to every commit on every node (under `always` it doubled
+    /// the latency of a write). Returns whether it was synced. The term must not go backwards.
     pub fn save(&mut self, hs: &HardState) -> Result<bool> {
         if let Some(f) = &self.faults_poisoned {
             return Err(StorageError::Fatal(f.clone()));
@@ -78,9 +72,7 @@ impl HardStateStore {
         if *hs == cur {
             return Ok(false);
         }
-        let must_sync = hs.current_term != cur.current_term
-            || hs.voted_for != cur.voted_for
-            || self.policy == FsyncPolicy::Always;
+        let must_sync = hs.current_term != cur.current_term || hs.voted_for != cur.voted_for;
         match self.file.write(
             hs.current_term.0,
             hs.voted_for,

@@ -135,12 +135,7 @@ impl Storage {
         let lock = DirLock::acquire(dir)?;
         let (ledger, before) = ledger::Ledger::open(dir, &opts.faults)?;
         let ledger = Arc::new(ledger);
-        let hard_state = HardStateStore::open(
-            dir,
-            ledger.clone(),
-            opts.wal.fsync_policy,
-            opts.faults.clone(),
-        )?;
+        let hard_state = HardStateStore::open(dir, ledger.clone(), opts.faults.clone())?;
         let snapshots = SnapshotStore::open(dir, opts.faults.clone())?;
         let wal = Wal::open(dir, opts.wal.clone(), ledger, before, opts.faults.clone())?;
         let (ci, _) = wal.compacted();
