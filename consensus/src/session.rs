@@ -539,7 +539,14 @@ impl<S: StateMachine> Sessions<S> {
         // Rule 4: discard results the client has received (thesis §6.3).
         if r.first_unacked_seq > session.first_unacked_seq {
             session.first_unacked_seq = r.first_unacked_seq;
-            session.results = session.results.split_off(&r.first_unacked_seq);
+            // Usually one result goes (the client's previous request): pop, don't rebuild.
+            while session
+                .results
+                .first_key_value()
+                .is_some_and(|(&seq, _)| seq < r.first_unacked_seq)
+            {
+                session.results.pop_first();
+            }
         }
 
         // Rule 5.
