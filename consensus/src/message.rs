@@ -20,6 +20,12 @@ impl Payload {
     pub fn from_slice(bytes: &[u8]) -> Payload {
         Payload(bytes.into())
     }
+    /// A copy of `bytes` that `edit` may change before it is shared (one allocation).
+    pub fn from_slice_with<R>(bytes: &[u8], edit: impl FnOnce(&mut [u8]) -> R) -> (Payload, R) {
+        let mut a: Arc<[u8]> = bytes.into();
+        let r = edit(Arc::get_mut(&mut a).expect("a fresh Arc is unique"));
+        (Payload(a), r)
+    }
     pub fn as_slice(&self) -> &[u8] {
         &self.0
     }

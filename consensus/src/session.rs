@@ -118,6 +118,24 @@ pub enum SessionCommand {
     Unsessioned(Vec<u8>),
 }
 
+/// A sessions command decoded in place (the command bytes borrowed from the log entry): the
+/// apply path allocates nothing to read it.
+#[derive(Clone, Copy, Debug)]
+enum CommandRef<'a> {
+    NoOp,
+    Request(RequestRef<'a>),
+    Unsessioned(&'a [u8]),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RequestRef<'a> {
+    client_id: u64,
+    seq: u64,
+    first_unacked_seq: u64,
+    log_time_ms: u64,
+    command: &'a [u8],
+}
+
 /// Why bytes did not decode as a sessions command or result.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SessionDecodeError {
@@ -219,7 +237,12 @@ impl ClientRequest {
 /// Overwrites the log time of an encoded [`ClientRequest`] in place: the leader calls this just
 /// before appending the entry, so the time is part of the log and every replica sees the same.
 pub fn stamp_log_time(encoded: &mut [u8], log_time_ms: u64) -> Result<(), SessionDecodeError> {
-    ClientRequest::decode(encoded)?;
+    // Validate in place (no copy of the command).
+    let CommandRef::Request(_) = decode_ref(encoded)? else {
+        return Err(SessionDecodeError::UnknownTag {
+            found: encoded.first().copied().unwrap_or(0),
+        });
+    };
     encoded[LOG_TIME_OFFSET..LOG_TIME_OFFSET + 8].copy_from_slice(&log_time_ms.to_le_bytes());
     Ok(())
 }
@@ -240,30 +263,57 @@ impl SessionCommand {
 
     /// Decodes a command; any malformed input is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<SessionCommand, SessionDecodeError> {
-        let Some(&tag) = bytes.first() else {
-            return Ok(SessionCommand::NoOp);
-        };
-        match tag {
-            TAG_CLIENT_REQUEST => {
-                if bytes.len() < REQUEST_HEADER_BYTES {
-                    return Err(SessionDecodeError::Truncated {
-                        len: bytes.len(),
-                        needed: REQUEST_HEADER_BYTES,
-                    });
-                }
-                let command =
-                    read_tail_field(bytes, 33, "command", MAX_REQUEST_COMMAND_BYTES)?.to_vec();
-                Ok(SessionCommand::Request(ClientRequest {
-                    client_id: read_u64(bytes, 1),
-                    seq: read_u64(bytes, 9),
-                    first_unacked_seq: read_u64(bytes, 17),
-                    log_time_ms: read_u64(bytes, LOG_TIME_OFFSET),
-                    command,
-                }))
-            }
-            TAG_UNSESSIONED => Ok(SessionCommand::Unsessioned(bytes[1..].to_vec())),
-            found => Err(SessionDecodeError::UnknownTag { found }),
+        Ok(match decode_ref(bytes)? {
+            CommandRef::NoOp => SessionCommand::NoOp,
+            CommandRef::Request(r) => SessionCommand::Request(ClientRequest {
+                client_id: r.client_id,
+                seq: r.seq,
+                first_unacked_seq: r.first_unacked_seq,
+                log_time_ms: r.log_time_ms,
+                command: r.command.to_vec(),
+            }),
+            CommandRef::Unsessioned(c) => SessionCommand::Unsessioned(c.to_vec()),
+        })
+    }
+
+    fn as_ref(&self) -> CommandRef<'_> {
+        match self {
+            SessionCommand::NoOp => CommandRef::NoOp,
+            SessionCommand::Request(r) => CommandRef::Request(RequestRef {
+                client_id: r.client_id,
+                seq: r.seq,
+                first_unacked_seq: r.first_unacked_seq,
+                log_time_ms: r.log_time_ms,
+                command: &r.command,
+            }),
+            SessionCommand::Unsessioned(c) => CommandRef::Unsessioned(c),
         }
+    }
+}
+
+/// Decodes a command in place; any malformed input is an error, never a panic.
+fn decode_ref(bytes: &[u8]) -> Result<CommandRef<'_>, SessionDecodeError> {
+    let Some(&tag) = bytes.first() else {
+        return Ok(CommandRef::NoOp);
+    };
+    match tag {
+        TAG_CLIENT_REQUEST => {
+            if bytes.len() < REQUEST_HEADER_BYTES {
+                return Err(SessionDecodeError::Truncated {
+                    len: bytes.len(),
+                    needed: REQUEST_HEADER_BYTES,
+                });
+            }
+            Ok(CommandRef::Request(RequestRef {
+                client_id: read_u64(bytes, 1),
+                seq: read_u64(bytes, 9),
+                first_unacked_seq: read_u64(bytes, 17),
+                log_time_ms: read_u64(bytes, LOG_TIME_OFFSET),
+                command: read_tail_field(bytes, 33, "command", MAX_REQUEST_COMMAND_BYTES)?,
+            }))
+        }
+        TAG_UNSESSIONED => Ok(CommandRef::Unsessioned(&bytes[1..])),
+        found => Err(SessionDecodeError::UnknownTag { found }),
     }
 }
 
@@ -488,16 +538,20 @@ impl<S: StateMachine> Sessions<S> {
 
     /// Applies one decoded command (see the module docs for the rules).
     pub fn apply_command(&mut self, index: Index, command: SessionCommand) -> SessionResult {
+        self.apply_ref(index, command.as_ref())
+    }
+
+    fn apply_ref(&mut self, index: Index, command: CommandRef<'_>) -> SessionResult {
         let result = match command {
-            SessionCommand::NoOp => SessionResult::NoOp,
-            SessionCommand::Unsessioned(c) => SessionResult::Applied(self.inner.apply(index, &c)),
-            SessionCommand::Request(r) => self.apply_request(index, r),
+            CommandRef::NoOp => SessionResult::NoOp,
+            CommandRef::Unsessioned(c) => SessionResult::Applied(self.inner.apply(index, c)),
+            CommandRef::Request(r) => self.apply_request(index, r),
         };
         self.check_invariants();
         result
     }
 
-    fn apply_request(&mut self, index: Index, r: ClientRequest) -> SessionResult {
+    fn apply_request(&mut self, index: Index, r: RequestRef<'_>) -> SessionResult {
         // Rule 1: the log clock never goes backwards, even if a new leader's clock is behind.
         self.clock_ms = self.clock_ms.max(r.log_time_ms);
         // Rule 2: expire idle sessions first, so the result does not depend on request order.
@@ -564,7 +618,7 @@ impl<S: StateMachine> Sessions<S> {
                 limit: self.config.max_pending_per_client as u64,
             };
         }
-        let output = self.inner.apply(index, &r.command);
+        let output = self.inner.apply(index, r.command);
         // Every replica would cache the same oversized result and no snapshot could hold it.
         assert!(
             output.len() <= MAX_RESULT_BYTES,
@@ -710,8 +764,8 @@ impl<S: StateMachine> Sessions<S> {
 
 impl<S: StateMachine> StateMachine for Sessions<S> {
     fn apply(&mut self, index: Index, command: &[u8]) -> Vec<u8> {
-        let result = match SessionCommand::decode(command) {
-            Ok(c) => self.apply_command(index, c),
+        let result = match decode_ref(command) {
+            Ok(c) => self.apply_ref(index, c),
             Err(e) => SessionResult::Malformed(e.to_string()),
         };
         result.encode()

@@ -45,7 +45,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use store::WalLogStore;
 use thiserror::Error;
-use wire::{ClientFrame, KIND_CLIENT_REQUEST, KIND_CLIENT_RESPONSE, KIND_RAFT, ServerFrame};
+use wire::{
+    ClientFrame, ClientFrameRef, KIND_CLIENT_REQUEST, KIND_CLIENT_RESPONSE, KIND_RAFT, ServerFrame,
+};
 
 /// Everything a node process needs to start. Build with [`NodeConfig::new`] and adjust fields.
 #[derive(Clone, Debug)]
@@ -210,8 +212,9 @@ pub struct Node<S: StateMachine> {
     /// Encoded responses per client, sent as one batch per loop turn (ipc rule 6): with many
     /// requests in flight per connection, one publication and at most one wake-up per turn.
     client_outbox: HashMap<Endpoint, Vec<Vec<u8>>>,
-    /// Client requests received this loop turn.
-    inbox_writes: Vec<(Endpoint, u64, Vec<u8>)>,
+    /// Client requests received this loop turn; a write's envelope already copied into its
+    /// log payload and stamped with the log time (or why it is malformed).
+    inbox_writes: Vec<(Endpoint, u64, Result<Payload, String>)>,
     inbox_reads: Vec<(Endpoint, u64, Vec<u8>)>,
     inbox_status: Vec<(Endpoint, u64)>,
     inbox_raft: Vec<Message>,
@@ -476,6 +479,9 @@ impl<S: StateMachine> Node<S> {
     /// Takes everything the transport has, decoding Raft messages and client frames. Bad frames
     /// are counted and logged; they never stop the node (fault-matrix C10).
     fn receive(&mut self) {
+        // Session expiry runs on log time stamped by the leader (sessions module, rule 1); a
+        // follower's stamp is never used (it answers NotLeader).
+        let log_time = self.wall_ms_at_start + self.started.elapsed().as_millis() as u64;
         let Node {
             transport,
             inbox_raft,
@@ -494,15 +500,22 @@ impl<S: StateMachine> Node<S> {
                         tracing::warn!(from = %f.from, error = %e, "dropping undecodable Raft message");
                     }
                 },
-                (Endpoint::Client(_), KIND_CLIENT_REQUEST) => match ClientFrame::decode(f.payload)
-                {
-                    Ok(ClientFrame::Write { req_id, envelope }) => {
-                        inbox_writes.push((f.from, req_id, envelope))
+                (Endpoint::Client(_), KIND_CLIENT_REQUEST) => match ClientFrame::decode_ref(
+                    f.payload,
+                ) {
+                    Ok(ClientFrameRef::Write { req_id, envelope }) => {
+                        // One copy, from the ring straight into the entry's payload.
+                        let (payload, stamped) =
+                            Payload::from_slice_with(envelope, |b| stamp_log_time(b, log_time));
+                        let p = stamped
+                            .map(|()| payload)
+                            .map_err(|e| format!("malformed client request: {e}"));
+                        inbox_writes.push((f.from, req_id, p))
                     }
-                    Ok(ClientFrame::Read { req_id, query }) => {
-                        inbox_reads.push((f.from, req_id, query))
+                    Ok(ClientFrameRef::Read { req_id, query }) => {
+                        inbox_reads.push((f.from, req_id, query.to_vec()))
                     }
-                    Ok(ClientFrame::Status { req_id }) => inbox_status.push((f.from, req_id)),
+                    Ok(ClientFrameRef::Status { req_id }) => inbox_status.push((f.from, req_id)),
                     Err(e) => {
                         counters.bad_frames += 1;
                         tracing::warn!(from = %f.from, error = %e, "dropping malformed client frame");
@@ -554,7 +567,7 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// Proposes a loop turn's client writes as one batch (one AppendEntries, one sync).
-    fn propose_writes(&mut self, writes: Vec<(Endpoint, u64, Vec<u8>)>) {
+    fn propose_writes(&mut self, writes: Vec<(Endpoint, u64, Result<Payload, String>)>) {
         if !self.raft.is_leader() {
             let hint = self.raft.leader_id();
             for (client, req_id, _) in writes {
@@ -568,23 +581,16 @@ impl<S: StateMachine> Node<S> {
             }
             return;
         }
-        // Session expiry runs on log time stamped by the leader (sessions module, rule 1).
-        let log_time = self.wall_ms_at_start + self.started.elapsed().as_millis() as u64;
         let mut batch = Vec::with_capacity(writes.len());
         let mut who = Vec::with_capacity(writes.len());
-        for (client, req_id, mut envelope) in writes {
-            if let Err(e) = stamp_log_time(&mut envelope, log_time) {
-                self.respond(
-                    client,
-                    ServerFrame::Error {
-                        req_id,
-                        message: format!("malformed client request: {e}"),
-                    },
-                );
-                continue;
+        for (client, req_id, payload) in writes {
+            match payload {
+                Ok(p) => {
+                    batch.push(p);
+                    who.push((client, req_id));
+                }
+                Err(message) => self.respond(client, ServerFrame::Error { req_id, message }),
             }
-            batch.push(Payload::new(envelope));
-            who.push((client, req_id));
         }
         match self.raft.propose_batch(&batch) {
             Ok(first) => {

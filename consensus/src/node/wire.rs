@@ -43,6 +43,15 @@ pub enum ClientFrame {
     Status { req_id: u64 },
 }
 
+/// A [`ClientFrame`] decoded in place: payloads borrowed from the frame (the node's receive
+/// path copies a write's envelope once, straight into its log payload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFrameRef<'a> {
+    Write { req_id: u64, envelope: &'a [u8] },
+    Read { req_id: u64, query: &'a [u8] },
+    Status { req_id: u64 },
+}
+
 /// A node's answer to a [`ClientFrame`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerFrame {
@@ -103,6 +112,9 @@ impl<'a> Reader<'a> {
     /// A `u32` length then that many bytes, bounded before anything is allocated (storage
     /// rule 7 applies to shared memory too: ipc rule 3).
     fn bytes(&mut self) -> Result<Vec<u8>, WireError> {
+        Ok(self.slice()?.to_vec())
+    }
+    fn slice(&mut self) -> Result<&'a [u8], WireError> {
         let s = self.take(4)?;
         let len = u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize;
         if len > CLIENT_PAYLOAD_BYTES_MAX {
@@ -111,7 +123,7 @@ impl<'a> Reader<'a> {
                 max: CLIENT_PAYLOAD_BYTES_MAX,
             });
         }
-        Ok(self.take(len)?.to_vec())
+        self.take(len)
     }
     fn string(&mut self) -> Result<String, WireError> {
         String::from_utf8(self.bytes()?).map_err(|_| WireError::NotUtf8)
@@ -175,17 +187,32 @@ impl ClientFrame {
     }
 
     pub fn decode(b: &[u8]) -> Result<ClientFrame, WireError> {
+        Ok(match ClientFrame::decode_ref(b)? {
+            ClientFrameRef::Write { req_id, envelope } => ClientFrame::Write {
+                req_id,
+                envelope: envelope.to_vec(),
+            },
+            ClientFrameRef::Read { req_id, query } => ClientFrame::Read {
+                req_id,
+                query: query.to_vec(),
+            },
+            ClientFrameRef::Status { req_id } => ClientFrame::Status { req_id },
+        })
+    }
+
+    /// Decodes in place; any malformed input is an error, never a panic.
+    pub fn decode_ref(b: &[u8]) -> Result<ClientFrameRef<'_>, WireError> {
         let (mut r, code, req_id) = open(b)?;
         let f = match code {
-            OP_WRITE => ClientFrame::Write {
+            OP_WRITE => ClientFrameRef::Write {
                 req_id,
-                envelope: r.bytes()?,
+                envelope: r.slice()?,
             },
-            OP_READ => ClientFrame::Read {
+            OP_READ => ClientFrameRef::Read {
                 req_id,
-                query: r.bytes()?,
+                query: r.slice()?,
             },
-            OP_STATUS => ClientFrame::Status { req_id },
+            OP_STATUS => ClientFrameRef::Status { req_id },
             code => {
                 return Err(WireError::UnknownCode {
                     what: "client operation",
