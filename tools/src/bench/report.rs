@@ -270,6 +270,7 @@ pub fn plot(path: &Path, results: &[ConfigResult], title: &str) -> anyhow::Resul
     ops_chart
         .configure_mesh()
         .x_desc("clients (requests in flight)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("ops/s")
         .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
         .draw()
@@ -284,7 +285,9 @@ pub fn plot(path: &Path, results: &[ConfigResult], title: &str) -> anyhow::Resul
     lat_chart
         .configure_mesh()
         .x_desc("clients (requests in flight)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("us")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|x| e(&x))?;
     for (k, p) in policies.iter().enumerate() {
