@@ -54,6 +54,20 @@ pub struct LoadResult {
     pub cpu: Duration,
 }
 
+impl LoadResult {
+    fn empty() -> anyhow::Result<LoadResult> {
+        Ok(LoadResult {
+            latency_ns: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)?,
+            writes: 0,
+            reads: 0,
+            errors: 0,
+            first_error: None,
+            measured: Duration::ZERO,
+            cpu: Duration::ZERO,
+        })
+    }
+}
+
 struct ClientState {
     session: SessionHandle,
     n: u64,
@@ -129,13 +143,9 @@ pub fn run(
     edge(false);
     shared.stop.store(true, Ordering::SeqCst);
     let mut total = LoadResult {
-        latency_ns: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)?,
-        writes: 0,
-        reads: 0,
-        errors: 0,
-        first_error: None,
         measured,
         cpu,
+        ..LoadResult::empty()?
     };
     for t in threads {
         let r = t
@@ -166,15 +176,7 @@ fn connection_loop(
         })
         .collect();
     let mut value = vec![0u8; spec.value_bytes];
-    let mut r = LoadResult {
-        latency_ns: Histogram::new_with_bounds(1, 3_600_000_000_000, 3)?,
-        writes: 0,
-        reads: 0,
-        errors: 0,
-        first_error: None,
-        measured: Duration::ZERO,
-        cpu: Duration::ZERO,
-    };
+    let mut r = LoadResult::empty()?;
     // Tags carry the client index and whether the operation is a read.
     const READ_BIT: u64 = 1 << 63;
     let issue = |p: &mut PipelinedClient,

@@ -255,6 +255,33 @@ pub fn plot(path: &Path, results: &[ConfigResult], title: &str) -> anyhow::Resul
         RGBColor(0x94, 0x67, 0xbd),
         RGBColor(0x8c, 0x56, 0x4b),
     ];
+    // The two charts have different coordinate types, so these are macros, not functions.
+    macro_rules! labelled_line {
+        ($chart:expr, $pts:expr, $color:expr, $label:expr) => {{
+            let color = $color;
+            $chart
+                .draw_series(LineSeries::new($pts.clone(), color.stroke_width(2)))
+                .map_err(|x| e(&x))?
+                .label($label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            $chart
+                .draw_series($pts.iter().map(|&pt| Circle::new(pt, 3, color.filled())))
+                .map_err(|x| e(&x))?;
+        }};
+    }
+    macro_rules! legend {
+        ($chart:expr) => {
+            $chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|x| e(&x))?
+        };
+    }
     let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let root = root.titled(title, ("sans-serif", 20)).map_err(|x| e(&x))?;
@@ -298,16 +325,7 @@ pub fn plot(path: &Path, results: &[ConfigResult], title: &str) -> anyhow::Resul
             .iter()
             .map(|r| (r.clients as f64, r.ops_per_s))
             .collect();
-        ops_chart
-            .draw_series(LineSeries::new(ops.clone(), color.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(*p)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        ops_chart
-            .draw_series(ops.iter().map(|&pt| Circle::new(pt, 3, color.filled())))
-            .map_err(|x| e(&x))?;
+        labelled_line!(ops_chart, ops, color, *p);
         let p50: Vec<(f64, f64)> = rows
             .iter()
             .map(|r| (r.clients as f64, r.latency_us_p50.max(1.0)))
@@ -316,16 +334,7 @@ pub fn plot(path: &Path, results: &[ConfigResult], title: &str) -> anyhow::Resul
             .iter()
             .map(|r| (r.clients as f64, r.latency_us_p99.max(1.0)))
             .collect();
-        lat_chart
-            .draw_series(LineSeries::new(p50.clone(), color.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(*p)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        lat_chart
-            .draw_series(p50.iter().map(|&pt| Circle::new(pt, 3, color.filled())))
-            .map_err(|x| e(&x))?;
+        labelled_line!(lat_chart, p50, color, *p);
         lat_chart
             .draw_series(LineSeries::new(p99.clone(), color.stroke_width(1)))
             .map_err(|x| e(&x))?;
@@ -333,20 +342,8 @@ pub fn plot(path: &Path, results: &[ConfigResult], title: &str) -> anyhow::Resul
             .draw_series(p99.iter().map(|&pt| TriangleMarker::new(pt, 3, color)))
             .map_err(|x| e(&x))?;
     }
-    ops_chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
-    lat_chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
+    legend!(ops_chart);
+    legend!(lat_chart);
     root.present().map_err(|x| e(&x))?;
     Ok(())
 }
