@@ -139,3 +139,71 @@ fn bench_refuses_bad_flags_with_a_clear_message() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// The node processes whose parent is `pid`.
+fn node_children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let ppid: u32 = rest.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let cmd = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+        if ppid == pid && cmd.split(|&b| b == 0).any(|a| a == b"node") {
+            out.push(child);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_bench_killed_with_sigkill_leaves_no_node_running() {
+    let d = tempfile::tempdir().unwrap();
+    let mut bench = Command::new(SHMRAFT)
+        .args([
+            "bench",
+            "--fsync",
+            "never",
+            "--clients",
+            "4",
+            "--duration-s",
+            "60",
+        ])
+        .arg("--dir")
+        .arg(d.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let nodes = loop {
+        let n = node_children(bench.id());
+        if n.len() == 3 {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while nodes
+        .iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes {nodes:?} outlived their killed parent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -107,6 +107,12 @@ pub fn prepare(a: &ClusterArgs) -> anyhow::Result<ClusterFile> {
 /// node runs in its own process group, so a terminal's Ctrl-C reaches only the supervisor,
 /// which then stops the nodes in order.
 pub fn spawn_node(dir: &Path, id: u64) -> anyhow::Result<Child> {
+    spawn_node_opts(dir, id, false)
+}
+
+/// [`spawn_node`]; with `exit_with_parent` the node stops cleanly when this process exits, so a
+/// harness (demo, torture, bench) killed by a signal leaves no node behind.
+pub fn spawn_node_opts(dir: &Path, id: u64, exit_with_parent: bool) -> anyhow::Result<Child> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let log = dir.join("logs").join(format!("node-{id}.log"));
@@ -117,6 +123,7 @@ pub fn spawn_node(dir: &Path, id: u64) -> anyhow::Result<Child> {
         .arg(dir)
         .arg("--id")
         .arg(id.to_string())
+        .args(exit_with_parent.then_some("--exit-with-parent"))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)

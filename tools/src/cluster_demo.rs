@@ -4,7 +4,7 @@
 //! killed node and shows it catching up through InstallSnapshot, checks every acknowledged
 //! write and the state machine digests, prints a summary and cleans up.
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node, stop_all, sweep_stale_runtime_dirs};
+use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
 use crate::cluster_file::ClusterFile;
 use crate::status_cmd::collect;
 use anyhow::{Context, bail};
@@ -185,7 +185,7 @@ fn demo(
     *cf_out = Some(cf.clone());
     let dir = std::fs::canonicalize(dir)?;
     for n in &cf.nodes {
-        children.insert(n.id, spawn_node(&dir, n.id)?);
+        children.insert(n.id, spawn_node_opts(&dir, n.id, true)?);
     }
     let started = Instant::now();
     let first = wait_for("a leader", Duration::from_secs(20), || {
@@ -264,7 +264,7 @@ fn demo(
     }
 
     section(&format!("restarting node {victim}"));
-    children.insert(victim, spawn_node(&dir, victim)?);
+    children.insert(victim, spawn_node_opts(&dir, victim, true)?);
     let restarted = Instant::now();
     let target = collect(&dir)?
         .iter()

@@ -18,6 +18,10 @@ pub struct NodeArgs {
     /// This node's id (as listed in cluster.json).
     #[arg(long)]
     pub id: u64,
+    /// Stop cleanly when the process that started this node exits (for benchmark and test
+    /// harnesses: a harness killed by a signal leaves no node running).
+    #[arg(long)]
+    pub exit_with_parent: bool,
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (default: info).
@@ -60,6 +64,26 @@ pub fn run(a: &NodeArgs) -> ExitCode {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
             eprintln!("shmraft node: cannot install a handler for signal {sig}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    if a.exit_with_parent {
+        // The parent is checked by polling: a reparented process sees a different ppid.
+        let parent_at_start = nix::unistd::getppid();
+        let stop = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("parent-watch".into())
+            .spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if nix::unistd::getppid() != parent_at_start {
+                        tracing::warn!("the parent process exited; stopping");
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("shmraft node: cannot start the parent watcher: {e}");
             return ExitCode::from(1);
         }
     }

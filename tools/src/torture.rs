@@ -13,7 +13,7 @@
 //!
 //! Torture supervises the node processes itself (it must know which exits it caused).
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node, stop_all, sweep_stale_runtime_dirs};
+use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
 use crate::cluster_file::{ClusterFile, parse_range_ms};
 use crate::nemesis::{Fault, apply};
 use crate::status_cmd::collect;
@@ -157,7 +157,7 @@ impl Supervisor {
     }
 
     fn start(&mut self, id: u64) -> anyhow::Result<()> {
-        let c = spawn_node(&self.dir, id)?;
+        let c = spawn_node_opts(&self.dir, id, true)?;
         self.children.insert(id, c);
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! A cluster of real node processes started, driven and stopped by a benchmark.
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node, stop_all, sweep_stale_runtime_dirs};
+use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
 use crate::cluster_file::{ClusterFile, live_node_pid};
 use anyhow::{Context, bail};
 use shmraft_consensus::node::client::{Client, ClientConfig};
@@ -64,7 +64,7 @@ impl BenchCluster {
 
     /// Spawns node `id` (after a kill, a restart).
     pub fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
-        let child = spawn_node(&self.dir, id)?;
+        let child = spawn_node_opts(&self.dir, id, true)?;
         self.children.insert(id, child);
         Ok(())
     }

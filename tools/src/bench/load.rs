@@ -118,7 +118,10 @@ pub fn run(
         .collect::<anyhow::Result<_>>()?;
     let t0 = Instant::now();
     // Warm-up, then the measured window.
-    while t0.elapsed() < spec.warmup && !threads.iter().any(|t| t.is_finished()) {
+    while t0.elapsed() < spec.warmup
+        && !super::interrupted()
+        && !threads.iter().any(|t| t.is_finished())
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     edge(true);
@@ -133,7 +136,7 @@ pub fn run(
             Stop::Ops(n) => done >= n,
             Stop::Duration(d) => start.elapsed() >= d,
         };
-        if over || threads.iter().any(|t| t.is_finished()) {
+        if over || super::interrupted() || threads.iter().any(|t| t.is_finished()) {
             break;
         }
     }

@@ -22,6 +22,8 @@ use shmraft_consensus::node::client::Client;
 use shmraft_consensus::node::status::NodeStatus;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Measure committed throughput and latency of a real cluster per fsync policy and client count.
@@ -84,13 +86,39 @@ pub struct BenchArgs {
     pub plot: Option<PathBuf>,
 }
 
+/// Set by SIGINT/SIGTERM: the run stops at once, its clusters are stopped and removed, and what
+/// was measured so far is reported.
+static INTERRUPTED: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// Whether Ctrl-C (or SIGTERM) asked the benchmark to stop.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Stops the benchmark cleanly on Ctrl-C or SIGTERM instead of dying with clusters running.
+pub fn catch_interrupts() {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, INTERRUPTED.clone()) {
+            eprintln!("shmraft bench: cannot install a handler for signal {sig}: {e}");
+        }
+    }
+}
+
 /// Runs `shmraft bench`.
 pub fn run(a: &BenchArgs) -> ExitCode {
     if let Err(e) = validate(a) {
         eprintln!("shmraft bench: {e:#}");
         return ExitCode::from(2);
     }
+    catch_interrupts();
     match run_inner(a) {
+        Ok(()) if interrupted() => {
+            eprintln!(
+                "shmraft bench: interrupted; the figures above are the configurations finished"
+            );
+            ExitCode::from(130)
+        }
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shmraft bench: {e:#}");
@@ -160,6 +188,9 @@ fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
     let bar = crate::progress_bar(per_config * configs.len() as u64, "bench");
     let mut results = Vec::new();
     for (k, (policy, clients)) in configs.iter().enumerate() {
+        if interrupted() {
+            break;
+        }
         bar.set_message(format!("{policy}, {clients} clients"));
         let base = per_config * k as u64;
         let r = run_config(
@@ -177,6 +208,10 @@ fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
             },
         )
         .with_context(|| format!("configuration fsync={policy} clients={clients}"))?;
+        if interrupted() {
+            // A window cut short is not a measurement.
+            break;
+        }
         bar.set_position(base + per_config);
         bar.suspend(|| {
             println!(
