@@ -162,7 +162,7 @@ fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
     let parent = std::fs::canonicalize(&parent)?;
     let machine = Machine::probe(&parent);
     println!(
-        "shmraft bench: {} nodes, {} B values, {}% reads, {} on {} CPUs ({}), data in {}",
+        "shmraft bench: {} nodes, {} B values, {}% reads, {} on {} CPUs ({}), {} GiB, data in {} ({})",
         a.nodes,
         a.size,
         a.reads,
@@ -172,7 +172,9 @@ fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
         },
         machine.cpus,
         machine.cpu_model,
-        parent.display()
+        machine.memory_bytes >> 30,
+        parent.display(),
+        machine.data_fs
     );
     let baselines = baseline::measure(&parent, a.size as u64)?;
     print!("{}", report::baselines_text(&baselines));

@@ -74,6 +74,8 @@ pub struct Machine {
     pub cpu_model: String,
     /// Where the node data directories were (the disk the syncs go to).
     pub data_dir: String,
+    /// The file system holding `data_dir`: "DEVICE TYPE" from /proc/mounts.
+    pub data_fs: String,
     pub started_unix_s: u64,
 }
 
@@ -110,7 +112,18 @@ impl Machine {
                 )
             })
             .unwrap_or_default();
+        // The mount with the longest mount point that prefixes the data directory.
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let data_fs = mounts
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 3 && data_dir.starts_with(f[1])).then(|| (f[1].len(), f[0], f[2]))
+            })
+            .max_by_key(|m| m.0)
+            .map_or_else(String::new, |(_, dev, ty)| format!("{dev} {ty}"));
         Machine {
+            data_fs,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             memory_bytes,
             kernel,
