@@ -186,6 +186,7 @@ impl SnapshotStore {
             written: 0,
             data_bytes: 0,
             faults: self.faults.clone(),
+            sealed: false,
         };
         w.put(&format::encode_snapshot_header(
             last_index,
@@ -209,11 +210,11 @@ impl SnapshotStore {
                 )));
             }
         }
+        if !w.sealed {
+            w.seal()?;
+        }
         let checksum = w.hasher.clone().finalize();
-        w.put(&format::encode_snapshot_trailer(w.data_bytes, checksum))?;
-        let file = w.file.take().expect("writer file present until finish");
-        sys::fdatasync(&file, &w.partial, &self.faults).map_err(StorageError::Fatal)?;
-        drop(file);
+        drop(w.file.take());
         std::fs::rename(&w.partial, &w.final_path)
             .map_err(|e| StorageError::io("renaming snapshot", &w.final_path, e))?;
         sys::fsync_dir(&self.dir, &self.faults).map_err(StorageError::Fatal)?;
@@ -283,6 +284,8 @@ pub struct SnapshotWriter {
     written: u64,
     data_bytes: u64,
     faults: Faults,
+    /// The trailer is written and the file synced ([`SnapshotWriter::seal`]).
+    sealed: bool,
 }
 
 impl SnapshotWriter {
@@ -302,6 +305,7 @@ impl SnapshotWriter {
 
     /// Appends a chunk of state-machine data.
     pub fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        assert!(!self.sealed, "no data after the trailer");
         self.put(chunk)?;
         self.hasher.update(chunk);
         self.data_bytes += chunk.len() as u64;
@@ -322,6 +326,20 @@ impl SnapshotWriter {
             .as_ref()
             .expect("writer file present until finish");
         sys::fdatasync(f, &self.partial, &self.faults).map_err(StorageError::Fatal)
+    }
+
+    /// Writes the trailer and syncs the whole file, so [`SnapshotStore::finish`] only renames it
+    /// into place. Optional: it lets a writer on another thread take every sync of a snapshot
+    /// (with the trailer written by `finish`, its sync also flushed the file's new size, a
+    /// journal commit, on the caller's thread). No data may be written after it. A sync
+    /// failure is fatal (storage-rules 10).
+    pub fn seal(&mut self) -> Result<()> {
+        assert!(!self.sealed, "a snapshot is sealed once");
+        let checksum = self.hasher.clone().finalize();
+        self.put(&format::encode_snapshot_trailer(self.data_bytes, checksum))?;
+        self.sync_data()?;
+        self.sealed = true;
+        Ok(())
     }
 
     /// Abandons the snapshot (same as dropping it).
@@ -423,6 +441,32 @@ mod tests {
         assert!(!meta.path.exists());
         let store = SnapshotStore::open(dir.path(), None).unwrap();
         assert_eq!(store.latest(), Some(&m2));
+    }
+
+    #[test]
+    fn a_sealed_snapshot_finishes_to_the_same_file_and_a_dropped_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SnapshotStore::open(dir.path(), None).unwrap();
+        let mut w = store.begin(LogIndex(7), LogTerm(1), b"m").unwrap();
+        w.write_chunk(b"sealed data").unwrap();
+        w.seal().unwrap();
+        let sealed = store.finish(w).unwrap();
+        let sealed_bytes = std::fs::read(&sealed.path).unwrap();
+        assert_eq!(read_snapshot_meta(&sealed.path).unwrap(), sealed);
+        let other = tempfile::tempdir().unwrap();
+        let mut store2 = SnapshotStore::open(other.path(), None).unwrap();
+        let mut w = store2.begin(LogIndex(7), LogTerm(1), b"m").unwrap();
+        w.write_chunk(b"sealed data").unwrap();
+        let plain = store2.finish(w).unwrap();
+        assert_eq!(std::fs::read(&plain.path).unwrap(), sealed_bytes);
+        // Sealed but never finished (a crash before the rename): nothing is left behind.
+        let mut w = store.begin(LogIndex(9), LogTerm(1), b"m").unwrap();
+        w.write_chunk(b"x").unwrap();
+        w.seal().unwrap();
+        drop(w);
+        let store = SnapshotStore::open(dir.path(), None).unwrap();
+        assert_eq!(store.latest(), Some(&sealed));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

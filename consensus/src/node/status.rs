@@ -69,10 +69,11 @@ pub fn role_name(r: RoleKind) -> &'static str {
 /// synced.
 pub fn write_status_file(data_dir: &Path, s: &NodeStatus) -> io::Result<()> {
     let tmp = data_dir.join(format!("{STATUS_FILE_NAME}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    serde_json::to_writer(&mut f, s).map_err(io::Error::other)?;
-    f.write_all(b"\n")?;
-    drop(f);
+    // One write: serde_json on an unbuffered File made a syscall per token, dozens per status
+    // write, on the node's loop thread.
+    let mut b = serde_json::to_vec(s).map_err(io::Error::other)?;
+    b.push(b'\n');
+    std::fs::File::create(&tmp)?.write_all(&b)?;
     std::fs::rename(&tmp, data_dir.join(STATUS_FILE_NAME))
 }
 

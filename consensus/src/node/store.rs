@@ -434,14 +434,14 @@ impl WalLogStore {
     }
 }
 
-/// Runs a state machine's snapshot job into `w` and syncs the data (on the calling thread: the
-/// node runs this on its snapshot thread).
+/// Runs a state machine's snapshot job into `w`, writes the trailer and syncs the file (on the
+/// calling thread: the node runs this on its snapshot thread, so the loop only renames it).
 pub fn write_snapshot_job(
     w: &mut st::SnapshotWriter,
     job: crate::state_machine::SnapshotJob,
 ) -> Result<(), st::StorageError> {
     run_into_writer(w, job)?;
-    w.sync_data()
+    w.seal()
 }
 
 /// Feeds what `write` produces into `w` in large chunks (state machines write many small
