@@ -37,6 +37,9 @@ pub struct ClusterArgs {
     /// under 100 ms, so timeouts keep their resolution).
     #[arg(long)]
     pub tick_ms: Option<u64>,
+    /// How long each node's loop spins on its rings before parking, microseconds.
+    #[arg(long, default_value_t = 10)]
+    pub spin_us: u32,
     /// Snapshot after this many applied entries.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_entries: u64,
@@ -88,6 +91,7 @@ pub fn prepare(a: &ClusterArgs) -> anyhow::Result<ClusterFile> {
         snapshot_entries: a.snapshot_entries,
         segment_bytes: a.segment_bytes,
         ring_bytes: 1 << 20,
+        spin_us: a.spin_us,
         nodes: (1..=a.nodes)
             .map(|id| ClusterNode {
                 id,

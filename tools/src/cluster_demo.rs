@@ -177,6 +177,7 @@ fn demo(
         election_timeout_ms: (150, 300),
         heartbeat_ms: 30,
         tick_ms: None,
+        spin_us: 10,
         snapshot_entries: SNAPSHOT_ENTRIES,
         segment_bytes: 8 << 20,
         restart: false,

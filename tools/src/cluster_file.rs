@@ -49,10 +49,17 @@ pub struct ClusterFile {
     pub snapshot_entries: u64,
     pub segment_bytes: u64,
     pub ring_bytes: usize,
+    /// How long a node's loop spins before parking, microseconds.
+    #[serde(default = "default_spin_us")]
+    pub spin_us: u32,
     pub nodes: Vec<ClusterNode>,
 }
 
 fn default_tick_ms() -> u64 {
+    10
+}
+
+fn default_spin_us() -> u32 {
     10
 }
 
@@ -127,6 +134,7 @@ impl ClusterFile {
         c.snapshot_entries = self.snapshot_entries;
         c.segment_bytes = self.segment_bytes;
         c.ring_bytes = self.ring_bytes;
+        c.spin_us = self.spin_us;
         c.partition_file = Some(dir.join("partition.json"));
         c.core_config()
             .map_err(|e| anyhow::anyhow!("cluster.json: {e}"))?;

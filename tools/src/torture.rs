@@ -382,6 +382,7 @@ fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
         election_timeout_ms: a.election_timeout_ms,
         heartbeat_ms: (a.election_timeout_ms.0 / 5).max(1),
         tick_ms: None,
+        spin_us: 10,
         snapshot_entries: a.snapshot_entries,
         segment_bytes: 4 << 20,
         restart: false,

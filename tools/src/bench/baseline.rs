@@ -12,9 +12,14 @@ use std::time::Instant;
 /// The machine's floor figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct Baselines {
-    /// `pwrite(size) + fdatasync` on a preallocated file in the benchmark's directory.
+    /// `pwrite(size) + fdatasync` on a preallocated file in the benchmark's directory, with a
+    /// spinning thread keeping another CPU busy, as the nodes keep the CPUs busy during a run.
+    /// (On some virtual machines an idle CPU's wake-up adds milliseconds to every I/O wait;
+    /// the idle figure is `fdatasync_idle_us_p50`.) Targets are judged against this one.
     pub fdatasync_us_p50: f64,
     pub fdatasync_us_p99: f64,
+    /// The same loop on an otherwise idle machine.
+    pub fdatasync_idle_us_p50: f64,
     /// One byte there and back between two threads over two pipes (write, read on each side).
     pub pipe_rtt_us_p50: f64,
     pub pipe_rtt_us_p99: f64,
@@ -24,16 +29,41 @@ pub struct Baselines {
 
 /// Measures all three; `dir` must be on the file system the nodes write to.
 pub fn measure(dir: &Path, size: u64) -> anyhow::Result<Baselines> {
-    let fd = baseline_fdatasync(dir, size, 2000)?;
+    let idle = baseline_fdatasync(dir, size, 1000)?;
+    let fd = fdatasync_busy(dir, size, 2000)?;
     let (pipe_p50, pipe_p99) = pipe_round_trip_us(20_000)?;
     let memcpy = baseline_memcpy_gb_per_s(size)?;
     Ok(Baselines {
         fdatasync_us_p50: fd.p50_us,
         fdatasync_us_p99: fd.p99_us,
+        fdatasync_idle_us_p50: idle.p50_us,
         pipe_rtt_us_p50: pipe_p50,
         pipe_rtt_us_p99: pipe_p99,
         memcpy_gb_per_s: memcpy,
     })
+}
+
+/// The raw fdatasync loop while a spinning thread keeps another CPU out of its idle state.
+pub fn fdatasync_busy(
+    dir: &Path,
+    size: u64,
+    iterations: u64,
+) -> anyhow::Result<crate::wal_bench::FdatasyncBaseline> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let r = baseline_fdatasync(dir, size, iterations);
+    stop.store(true, Ordering::Relaxed);
+    let _ = spinner.join();
+    r
 }
 
 /// p50 and p99 of `n` one-byte round trips through a pair of pipes and an echo thread: the

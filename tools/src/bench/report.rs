@@ -57,7 +57,10 @@ pub struct ConfigResult {
     pub term_start: u64,
     pub term_end: u64,
     pub per_node: Vec<NodeFigures>,
-    /// `latency_us_p50 - baselines.fdatasync_us_p50`.
+    /// Raw fdatasync p50 measured right before this configuration (the disk's state changes
+    /// during a long run; the run-wide figure is in `baselines`).
+    pub fdatasync_us_p50_before: f64,
+    /// `latency_us_p50 - fdatasync_us_p50_before`.
     pub latency_us_p50_minus_fdatasync_p50: f64,
     /// `latency_us_p50 / baselines.pipe_rtt_us_p50`.
     pub ratio_latency_p50_to_pipe_rtt_p50: f64,
@@ -139,10 +142,11 @@ impl Machine {
 /// The baselines as printed before the table.
 pub fn baselines_text(b: &Baselines) -> String {
     format!(
-        "baselines (same run): fdatasync p50 {:.1} us (p99 {:.1}), pipe round trip p50 {:.1} us \
-         (p99 {:.1}), memcpy {:.2} GB/s\n",
+        "baselines (same run): fdatasync p50 {:.1} us (p99 {:.1}; p50 {:.1} with idle CPUs), \
+         pipe round trip p50 {:.1} us (p99 {:.1}), memcpy {:.2} GB/s\n",
         b.fdatasync_us_p50,
         b.fdatasync_us_p99,
+        b.fdatasync_idle_us_p50,
         b.pipe_rtt_us_p50,
         b.pipe_rtt_us_p99,
         b.memcpy_gb_per_s
