@@ -43,7 +43,10 @@ fn cpu_secs() -> f64 {
 
 fn cfg(rt: &Path, spin_us: u32) -> TransportConfig {
     let mut c = TransportConfig::new(rt, 0xBE);
-    c.ring_bytes = 4 << 20;
+    c.ring_bytes = std::env::var("IPC_BENCH_RING_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4 << 20);
     c.spin_us = spin_us;
     c
 }

@@ -1,5 +1,8 @@
 //! Single-process ring cost (no scheduling): alternately send a batch and drain it.
-//!     cargo run --release -p shmraft-ipc --example ring_inproc
+//!     cargo run --release -p shmraft-ipc --example ring_inproc [-- SIZE...]
+//!
+//! Without arguments it measures 64 B and 4 KiB frames; with sizes (bytes), only those (a
+//! single size makes a clean `perf record` profile).
 use shmraft_ipc::{Endpoint, OutFrame, Transport, TransportConfig};
 use std::time::Instant;
 
@@ -17,7 +20,21 @@ fn main() {
         a.recv(|_| {});
         b.recv(|_| {});
     }
-    for size in [64usize, 4096] {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            a.parse().unwrap_or_else(|_| {
+                eprintln!("usage: ring_inproc [SIZE_BYTES...] (bad size {a:?})");
+                std::process::exit(2)
+            })
+        })
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![64, 4096]
+    } else {
+        sizes
+    };
+    for size in sizes {
         let p = vec![1u8; size];
         let frames: Vec<OutFrame<'_>> = (0..32)
             .map(|_| OutFrame {
@@ -25,7 +42,7 @@ fn main() {
                 payload: &p,
             })
             .collect();
-        let n = if size == 64 { 10_000_000 } else { 1_000_000 };
+        let n = if size <= 256 { 10_000_000 } else { 1_000_000 };
         let t = Instant::now();
         let mut got = 0usize;
         let mut sent = 0usize;

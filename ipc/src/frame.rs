@@ -98,11 +98,13 @@ fn seed(epoch: u64, pos: u64) -> u32 {
 pub const LARGE_PAYLOAD_CRC32_BYTES: usize = 512;
 
 /// The frame checksum over header bytes 0..12 and the payload, seeded by epoch and position.
+#[inline]
 pub fn frame_checksum(epoch: u64, pos: u64, header12: &[u8], payload: &[u8]) -> u32 {
     frame_checksum_parts(epoch, pos, header12, &[], payload)
 }
 
 /// [`frame_checksum`] over a payload given in two parts (a fragment's prefix and its data).
+#[inline]
 pub fn frame_checksum_parts(epoch: u64, pos: u64, header12: &[u8], a: &[u8], b: &[u8]) -> u32 {
     if a.len() + b.len() >= LARGE_PAYLOAD_CRC32_BYTES {
         let mut h = crc32fast::Hasher::new_with_initial(seed(epoch, pos));

@@ -253,6 +253,16 @@ pub static FAULT_STOP_AT_STEP: std::sync::atomic::AtomicU32 = std::sync::atomic:
 pub static FAULT_SIGNAL: std::sync::atomic::AtomicI32 =
     std::sync::atomic::AtomicI32::new(libc::SIGSTOP);
 
+/// Whether a test armed a fault point (always false without the `fault-injection` feature).
+#[inline]
+fn fault_armed() -> bool {
+    #[cfg(feature = "fault-injection")]
+    if FAULT_STOP_AT_STEP.load(Ordering::Relaxed) != 0 {
+        return true;
+    }
+    false
+}
+
 #[inline]
 fn fault_point(_step: u32) {
     #[cfg(feature = "fault-injection")]
@@ -381,7 +391,29 @@ impl RingWriter {
                 }
             }
         }
+        // The batch fits: fetch its lines, and as many again beyond it (the next batch's)
+        // that the reader has already released, for writing (see `prefetch`).
+        let ahead = (pos + (pos - self.pending)).min(self.head_cache + cap);
+        self.prefetch(self.pending, ahead.max(pos));
         Ok(true)
+    }
+
+    /// Prefetches for writing the data lines of positions [from, to) (wrapping at the end).
+    /// The reader read these lines a lap ago, so each store would otherwise wait for a
+    /// read-for-ownership from its cache or L3; issued together, those transfers overlap.
+    /// Callers pass only released space ([pending, head + capacity)): prefetching lines the
+    /// reader is still reading would pull them away from it.
+    fn prefetch(&self, from: u64, to: u64) {
+        let cap = self.header.capacity;
+        let len = (to - from).min(cap);
+        let off = from & self.mask;
+        let first = len.min(cap - off);
+        self.region
+            .prefetch_for_write(RING_DATA_OFFSET + off as usize, first as usize);
+        if first < len {
+            self.region
+                .prefetch_for_write(RING_DATA_OFFSET, (len - first) as usize);
+        }
     }
 
     /// Writes one frame after the pending end, without publishing. Returns `Ok(false)` (and
@@ -438,12 +470,19 @@ impl RingWriter {
             frame_checksum_parts(self.header.writer_epoch, pos, &h.encode(), prefix, payload);
         // Payload first, header last; neither is visible before `publish` stores the tail.
         let body = off + FRAME_HEADER_BYTES;
-        self.region.copy_in(body, prefix);
-        let half = payload.len() / 2;
-        self.region.copy_in(body + prefix.len(), &payload[..half]);
-        fault_point(2);
-        self.region
-            .copy_in(body + prefix.len() + half, &payload[half..]);
+        if !prefix.is_empty() {
+            self.region.copy_in(body, prefix);
+        }
+        if fault_armed() {
+            // Two halves, so a test can stop us with half the payload written (step 2).
+            let half = payload.len() / 2;
+            self.region.copy_in(body + prefix.len(), &payload[..half]);
+            fault_point(2);
+            self.region
+                .copy_in(body + prefix.len() + half, &payload[half..]);
+        } else {
+            self.region.copy_in(body + prefix.len(), payload);
+        }
         fault_point(3);
         self.region.copy_in(off, &h.encode());
         fault_point(4);
