@@ -490,9 +490,21 @@ impl RingWriter {
         Ok(true)
     }
 
-    /// Forgets everything written since the last publish (a batch that did not fit).
-    pub(crate) fn rollback(&mut self) {
-        self.pending = self.tail;
+    /// The end of what has been written so far (a mark for `rollback_to`).
+    pub(crate) fn pending_end(&self) -> u64 {
+        self.pending
+    }
+
+    /// Forgets what was written after `mark` (from `pending_end`), which must not be before
+    /// the published tail.
+    pub(crate) fn rollback_to(&mut self, mark: u64) {
+        assert!(
+            self.tail <= mark && mark <= self.pending,
+            "rollback mark {mark} outside [{}, {}]",
+            self.tail,
+            self.pending
+        );
+        self.pending = mark;
     }
 
     /// Whether anything is written but unpublished.

@@ -54,7 +54,9 @@ impl TransportConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), SetupError> {
+    /// Checks the settings without touching the file system (also done by `Transport::node`
+    /// and `Transport::client`), so a command can reject bad flags before it starts anything.
+    pub fn validate(&self) -> Result<(), SetupError> {
         if !self.ring_bytes.is_power_of_two()
             || !(RING_MIN_BYTES..=RING_MAX_BYTES).contains(&self.ring_bytes)
         {
@@ -464,6 +466,9 @@ impl Transport {
         if !Self::pump_pending(out, &mut link.pending, stats)? {
             return Ok(false);
         }
+        // Remainders written by `pump_pending` were taken off `pending`: a rollback must keep
+        // them, so it goes back to here, not to the published tail.
+        let mark = out.pending_end();
         let max_frame = (out.capacity() / 4) as usize - FRAME_HEADER_BYTES;
         if frames.iter().all(|f| f.payload.len() <= max_frame)
             && !out.fits(frames.iter().map(|f| f.payload.len()))?
@@ -479,7 +484,7 @@ impl Transport {
                     continue;
                 }
                 if !large_started {
-                    out.rollback();
+                    out.rollback_to(mark);
                     return Ok(false);
                 }
                 Self::queue_rest(&mut link.pending, &frames[n..]);
