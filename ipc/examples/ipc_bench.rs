@@ -551,6 +551,8 @@ environment:
   IPC_BENCH_PIN=1             pin the two processes to CPUs 0 and 1 (idle machines only)
   IPC_BENCH_RING_ONLY=BYTES   measure only ring throughput with frames of BYTES
   IPC_BENCH_RING_BYTES=BYTES  ring capacity (power of two; default 4194304)
+  IPC_BENCH_LATENCY_ONLY=1    measure only the pipe baseline and the parked ring latency,
+                              alternated three times
   IPC_BENCH_DEBUG=1           print transport counters of both sides
 
 Prints a Markdown table for BENCHMARKS.md, then the ratios to the baselines.
@@ -614,6 +616,25 @@ fn main() {
             c / 1e6,
             c * size as f64 / 1e9
         );
+        return;
+    }
+    if std::env::var_os("IPC_BENCH_LATENCY_ONLY").is_some() {
+        // Parked ring latency and its pipe baseline, alternated three times (A/B checks of
+        // the park path on a machine whose load drifts).
+        let n = 20_000 / scale;
+        for _ in 0..3 {
+            let pipe = Lat::of(pipe_latency(dir.path(), n));
+            let parked = Lat::of(ring_latency(&rt, true, n));
+            println!(
+                "pipe one-way {}; ring parked {} = {} the pipe",
+                pipe.show(2),
+                parked.show(2),
+                parked.ratio(&pipe, 2)
+            );
+            for f in ["fifo-a", "fifo-b"] {
+                let _ = std::fs::remove_file(dir.path().join(f));
+            }
+        }
         return;
     }
     let mc64 = memcpy_msgs_per_s(64, 50_000_000 / scale);

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::stat::Mode;
 
 use crate::Endpoint;
@@ -103,6 +105,14 @@ pub(crate) fn fifo_has_reader(path: &Path) -> bool {
 /// Our own FIFO, held open read-write (so it never reports EOF and `open` never blocks).
 pub(crate) struct WakeInbox {
     fd: OwnedFd,
+    /// An epoll instance watching `fd` edge-triggered (EPOLLET): `wait_edge` returns when a
+    /// record is written, even while earlier records are still unread. Lets `Transport::wait`
+    /// sleep and wake with one system call, leaving the (hint-only) record to a later drain.
+    /// Since Linux 5.16 a write to a pipe that has ever been polled wakes its epoll waiters
+    /// even when the pipe was not empty (`pipe->poll_usage`), which EPOLLET relies on here;
+    /// on older kernels an edge can be missed while records are unread, and the timed wait
+    /// (ipc rule 5's backstop) plus the drain after every timeout still bound the delay.
+    edge: Epoll,
     pub(crate) path: PathBuf,
     /// Bytes of an incomplete record left by the last read (only garbage produces these).
     buf: Vec<u8>,
@@ -150,6 +160,20 @@ impl WakeInbox {
                 return Err(io("open fifo", &tmp, e));
             }
         };
+        let edge = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).and_then(|ep| {
+            ep.add(
+                &fd,
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0),
+            )
+            .map(|()| ep)
+        });
+        let edge = match edge {
+            Ok(ep) => ep,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io("epoll fifo", &tmp, e));
+            }
+        };
         let published = if replace {
             std::fs::rename(&tmp, &path).map(|()| true)
         } else {
@@ -164,6 +188,7 @@ impl WakeInbox {
         match published {
             Ok(true) => Ok(Some(Self {
                 fd,
+                edge,
                 path,
                 buf: Vec::new(),
             })),
@@ -185,6 +210,14 @@ impl WakeInbox {
 
     pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Sleeps until a record is written to the FIFO after the previous `wait_edge` returned
+    /// (records written before and already reported do not count, read or not), or until
+    /// `timeout`. Returns whether a write was seen. One epoll_wait(2); reads nothing.
+    pub(crate) fn wait_edge(&self, timeout: PollTimeout) -> nix::Result<bool> {
+        let mut ev = [EpollEvent::empty()];
+        self.edge.wait(&mut ev, timeout).map(|n| n > 0)
     }
 
     /// Reads everything available without blocking and hands each well-formed record to

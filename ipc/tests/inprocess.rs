@@ -475,3 +475,109 @@ fn clients_of_another_cluster_and_beyond_max_clients_are_refused() {
         "{r2:?}"
     );
 }
+
+/// A parked receiver woken by a frame pays one epoll_wait(2) and leaves the wake-up record
+/// unread (the ring is the data): its FIFO is read at most once per eight such wake-ups, and
+/// every frame still arrives, in order (ipc rule 5; `Transport::wait`).
+#[test]
+fn a_parked_receiver_wakes_without_reading_its_fifo_each_time() {
+    let (_d, mut a, mut b) = pair(1 << 16);
+    const ROUNDS: u32 = 200;
+    let echo = std::thread::spawn(move || {
+        let before = b.stats();
+        let mut next = 0u32;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while next < ROUNDS {
+            assert!(Instant::now() < deadline, "echo stalled at {next}");
+            b.wait(Some(Duration::from_millis(100))).unwrap();
+            let mut got = Vec::new();
+            b.recv(|inc| {
+                if let Incoming::Frame(f) = inc {
+                    got.push(u32::from_le_bytes(f.payload.try_into().unwrap()));
+                }
+            });
+            for seq in got {
+                assert_eq!(seq, next, "frames in order");
+                next += 1;
+                b.send(N1, 2, &seq.to_le_bytes()).unwrap();
+            }
+        }
+        let after = b.stats();
+        (
+            after.polls - before.polls,
+            after.wake_reads - before.wake_reads,
+        )
+    });
+    let woken_before = a.stats().wake_writes;
+    for i in 0..ROUNDS {
+        a.send(N2, 1, &i.to_le_bytes()).unwrap();
+        let mut pong = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pong.is_none() {
+            assert!(Instant::now() < deadline, "no pong for {i}");
+            a.wait(Some(Duration::from_millis(100))).unwrap();
+            a.recv(|inc| {
+                if let Incoming::Frame(f) = inc {
+                    pong = Some(u32::from_le_bytes(f.payload.try_into().unwrap()));
+                }
+            });
+        }
+        assert_eq!(pong, Some(i));
+    }
+    let (b_waits, b_reads) = echo.join().unwrap();
+    // Every wake-up record a wrote woke b out of an epoll wait with a frame in the ring.
+    let wakes = a.stats().wake_writes - woken_before;
+    assert!(
+        wakes > 0 && b_waits >= wakes,
+        "wakes {wakes}, b's waits {b_waits}"
+    );
+    // Reads: one per eight data wake-ups, plus those after timeouts (a slow machine).
+    let timeouts = b_waits - wakes;
+    assert!(
+        b_reads <= wakes / 8 + timeouts + 2,
+        "b read its FIFO {b_reads} times for {wakes} wake-ups and {timeouts} timeouts"
+    );
+}
+
+/// A control record (a client's connect request) that reaches a node together with data
+/// wake-ups is still acted on: the FIFO is drained every few wake-ups even while every
+/// wake-up finds ring data.
+#[test]
+fn a_connect_request_among_data_wake_ups_is_accepted() {
+    let (d, mut a, mut b) = pair(1 << 16);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_b = stop.clone();
+    let node = std::thread::spawn(move || {
+        let mut clients = 0;
+        while !stop_b.load(std::sync::atomic::Ordering::Relaxed) {
+            b.wait(Some(Duration::from_millis(100))).unwrap();
+            b.recv(|inc| {
+                if let Incoming::Event(LinkEvent::Up {
+                    peer: Endpoint::Client(_),
+                    ..
+                }) = inc
+                {
+                    clients += 1;
+                }
+            });
+        }
+        clients
+    });
+    let mut c = Transport::client(cfg(d.path(), 1 << 16)).unwrap();
+    // Keep b waking on data while the client connects.
+    let connect = std::thread::spawn(move || {
+        let r = c.connect(2, Duration::from_secs(20));
+        (r, c)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !connect.is_finished() {
+        assert!(Instant::now() < deadline, "connect never finished");
+        let _ = a.send(N2, 1, b"busy");
+        a.wait(Some(Duration::from_micros(200))).unwrap();
+        a.recv(|_| {});
+    }
+    let (r, _c) = connect.join().unwrap();
+    r.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(node.join().unwrap(), 1);
+}
