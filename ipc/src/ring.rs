@@ -391,29 +391,7 @@ impl RingWriter {
                 }
             }
         }
-        // The batch fits: fetch its lines, and as many again beyond it (the next batch's)
-        // that the reader has already released, for writing (see `prefetch`).
-        let ahead = (pos + (pos - self.pending)).min(self.head_cache + cap);
-        self.prefetch(self.pending, ahead.max(pos));
         Ok(true)
-    }
-
-    /// Prefetches for writing the data lines of positions [from, to) (wrapping at the end).
-    /// The reader read these lines a lap ago, so each store would otherwise wait for a
-    /// read-for-ownership from its cache or L3; issued together, those transfers overlap.
-    /// Callers pass only released space ([pending, head + capacity)): prefetching lines the
-    /// reader is still reading would pull them away from it.
-    fn prefetch(&self, from: u64, to: u64) {
-        let cap = self.header.capacity;
-        let len = (to - from).min(cap);
-        let off = from & self.mask;
-        let first = len.min(cap - off);
-        self.region
-            .prefetch_for_write(RING_DATA_OFFSET + off as usize, first as usize);
-        if first < len {
-            self.region
-                .prefetch_for_write(RING_DATA_OFFSET, (len - first) as usize);
-        }
     }
 
     /// Writes one frame after the pending end, without publishing. Returns `Ok(false)` (and
@@ -457,17 +435,20 @@ impl RingWriter {
             pos += pad;
         }
         let off = RING_DATA_OFFSET + (pos & self.mask) as usize;
-        let mut h = FrameHeader {
+        let mut header = FrameHeader {
             payload_len: len as u32,
             kind,
             flags,
             fragment_index,
             checksum: 0,
-        };
+        }
+        .encode();
         // Checksum over header[0..12] + prefix + payload, seeded by epoch and position,
-        // computed from private memory (never from the shared copy).
-        h.checksum =
-            frame_checksum_parts(self.header.writer_epoch, pos, &h.encode(), prefix, payload);
+        // computed from private memory (never from the shared copy), then stored in the
+        // header's last 4 bytes (FrameHeader::encode's layout).
+        let checksum =
+            frame_checksum_parts(self.header.writer_epoch, pos, &header, prefix, payload);
+        header[12..16].copy_from_slice(&checksum.to_le_bytes());
         // Payload first, header last; neither is visible before `publish` stores the tail.
         let body = off + FRAME_HEADER_BYTES;
         if !prefix.is_empty() {
@@ -484,7 +465,7 @@ impl RingWriter {
             self.region.copy_in(body + prefix.len(), payload);
         }
         fault_point(3);
-        self.region.copy_in(off, &h.encode());
+        self.region.copy_in(off, &header);
         fault_point(4);
         self.pending = pos + rec;
         Ok(true)

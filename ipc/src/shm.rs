@@ -7,7 +7,7 @@
 //!   a bug in this crate, not bad input: callers mask positions into the data area first).
 
 use std::fs::File;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -84,34 +84,6 @@ impl SharedRegion {
         };
     }
 
-    /// Hints the CPU to fetch the cache lines of [off, off + len) for writing (x86 PREFETCHW
-    /// where the CPU has it, else nothing), so the read-for-ownership of lines the reader last
-    /// held overlaps with our work instead of stalling the stores that follow. A prefetch
-    /// reads and writes no memory and never faults; out-of-range parts are clipped anyway.
-    #[inline]
-    pub(crate) fn prefetch_for_write(&self, off: usize, len: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if prefetchw_supported() {
-            let end = off.saturating_add(len).min(self.len);
-            let mut at = off & !63;
-            while at < end {
-                // SAFETY: `at < self.len`: the address is inside the mapping. PREFETCHW is a
-                // hint: it accesses no memory architecturally, cannot fault, and the CPU
-                // supports it (checked above, so it is not an undefined opcode here).
-                unsafe {
-                    std::arch::asm!(
-                        "prefetchw [{0}]",
-                        in(reg) self.map.as_ptr().add(at),
-                        options(nostack, preserves_flags, readonly)
-                    );
-                }
-                at += 64;
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (off, len);
-    }
-
     /// Writes zeros over [off, off + len): used to pre-fault a fresh ring's pages.
     pub(crate) fn zero(&self, off: usize, len: usize) {
         assert!(
@@ -126,26 +98,5 @@ impl SharedRegion {
     /// Length of the mapping in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
-    }
-}
-
-/// Whether the CPU implements PREFETCHW (CPUID 0x8000_0001, ECX bit 8, "3DNowPrefetch" on AMD
-/// and Intel since Broadwell). Detected once; `is_x86_feature_detected!` does not know it.
-#[cfg(target_arch = "x86_64")]
-fn prefetchw_supported() -> bool {
-    // 0: not yet known, 1: supported, 2: not supported.
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            use std::arch::x86_64::__cpuid;
-            // CPUID is available on every x86-64 CPU; leaf 0x8000_0000 gives the highest
-            // extended leaf, so we only query 0x8000_0001 where it exists.
-            let max_ext = __cpuid(0x8000_0000).eax;
-            let yes = max_ext >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0;
-            STATE.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
-            yes
-        }
     }
 }
