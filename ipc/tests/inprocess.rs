@@ -581,3 +581,69 @@ fn a_connect_request_among_data_wake_ups_is_accepted() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(node.join().unwrap(), 1);
 }
+
+/// A batch holding a large message, whose first small frame does not fit after the previous
+/// message's buffered remainder was pushed out, is refused with `Full` without losing that
+/// remainder: the earlier message still arrives whole, and the refused batch later, with no
+/// reset. (Before the fix the rollback went back to the published tail and discarded the
+/// remainder's fragments, so the receiver saw a truncated message and reset the link.)
+#[test]
+fn a_refused_batch_keeps_the_remainder_pushed_out_before_it() {
+    let (_d, mut a, mut b) = pair(1 << 14);
+    let (mut ga, mut gb) = (Got::default(), Got::default());
+    // 4 fragments fill the 16 KiB ring exactly; 4 more (15240 bytes) stay buffered.
+    let first: Vec<u8> = (0..31_552u32).map(|i| (i % 251) as u8).collect();
+    a.send(N2, 7, &first).unwrap();
+    recv_all(&mut b, &mut gb);
+    assert!(
+        gb.frames.is_empty(),
+        "only part of the message was in the ring"
+    );
+    // This batch first pushes the remainder out (15304 bytes of records), then its 2000-byte
+    // frame needs a pad and does not fit: the batch is refused.
+    let small = vec![5u8; 2000];
+    let second: Vec<u8> = (0..20_000u32).map(|i| (i % 241) as u8).collect();
+    let batch = [
+        OutFrame {
+            kind: 8,
+            payload: &small,
+        },
+        OutFrame {
+            kind: 9,
+            payload: &second,
+        },
+    ];
+    assert_eq!(a.send_batch(N2, &batch), Err(SendError::Full { peer: N2 }));
+    recv_all(&mut b, &mut gb);
+    let kinds = |g: &Got| {
+        g.frames
+            .iter()
+            .map(|f| (f.1, f.2.len()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&gb), [(7, first.len())], "the first message, whole");
+    assert!(gb.frames[0].2 == first, "the first message's bytes");
+    // The refused batch goes through once there is room.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.send_batch(N2, &batch).is_err() {
+        assert!(Instant::now() < deadline, "batch never accepted");
+        recv_all(&mut b, &mut gb);
+        a.wait(Some(Duration::from_millis(1))).unwrap();
+        recv_all(&mut a, &mut ga);
+    }
+    pump_until(&mut a, &mut b, &mut ga, &mut gb, |_, gb| {
+        gb.frames.len() >= 3
+    });
+    assert_eq!(
+        kinds(&gb),
+        [(7, first.len()), (8, small.len()), (9, second.len())]
+    );
+    assert!(gb.frames[1].2 == small && gb.frames[2].2 == second);
+    assert!(
+        !gb.events
+            .iter()
+            .any(|e| matches!(e, LinkEvent::Reset { .. })),
+        "no reset: {:?}",
+        gb.events
+    );
+}
