@@ -387,6 +387,13 @@ impl Transport {
         self.links.iter().map(|l| (l.peer, l.up)).collect()
     }
 
+    /// Whether `wait` wakes with one system call, leaving wake-up records unread while rings
+    /// have data (an edge-triggered epoll on the FIFO), or, on kernels that do not report every
+    /// write to a non-empty pipe as an edge, polls and drains after every wake-up.
+    pub fn edge_triggered_wait(&self) -> bool {
+        self.inbox.edge_triggered()
+    }
+
     /// The file descriptor to poll for readability (our wake-up FIFO) when the caller runs its
     /// own poll loop; call `before_poll` first and `after_poll` after.
     pub fn as_raw_fd(&self) -> RawFd {
@@ -1032,7 +1039,7 @@ impl Transport {
             self.stats.polls += 1;
             let timeout =
                 nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX);
-            match self.inbox.wait_edge(timeout) {
+            match self.inbox.wait(timeout) {
                 Ok(true) => {
                     woken = true;
                     break;
@@ -1063,6 +1070,7 @@ impl Transport {
         }
         let may_hold = u64::from(self.undrained_wakes) * (self.links.len() as u64 + 1);
         if !woken
+            || !self.inbox.edge_triggered()
             || self.undrained_wakes >= UNDRAINED_WAKES_MAX
             || may_hold >= FIFO_RECORDS_DRAIN_AT
             || !self.ready()
