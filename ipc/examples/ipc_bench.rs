@@ -551,6 +551,7 @@ environment:
   IPC_BENCH_PIN=1             pin the two processes to CPUs 0 and 1 (idle machines only)
   IPC_BENCH_RING_ONLY=BYTES   measure only ring throughput with frames of BYTES
   IPC_BENCH_RING_BYTES=BYTES  ring capacity (power of two; default 4194304)
+  IPC_BENCH_RING_FRAMES=N     frames sent with IPC_BENCH_RING_ONLY (default 4 GB worth)
   IPC_BENCH_LATENCY_ONLY=1    measure only the pipe baseline and the parked ring latency,
                               alternated three times
   IPC_BENCH_DEBUG=1           print transport counters of both sides
@@ -609,7 +610,9 @@ fn main() {
             eprintln!("ipc_bench: IPC_BENCH_RING_ONLY must be in 1..={max} (a quarter ring)");
             std::process::exit(2);
         }
-        let (f, g, sys, c) = ring_throughput(&rt, size, 4_000_000_000 / size as u64);
+        let frames = env_bytes("IPC_BENCH_RING_FRAMES")
+            .map_or(4_000_000_000 / size as u64, |n| n.max(1) as u64);
+        let (f, g, sys, c) = ring_throughput(&rt, size, frames);
         println!(
             "ring {size} B: {:.2} M frames/s, {g:.2} GB/s, {sys:.5} syscalls/frame; per CPU-second {:.2} M frames, {:.2} GB",
             f / 1e6,
