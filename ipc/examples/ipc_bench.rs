@@ -1,11 +1,12 @@
 //! IPC benchmark: shm rings (through `Transport`) versus raw memcpy, a raw pipe round trip and
 //! a Unix domain socket, between two real processes (this program re-executes itself).
 //!
-//!     cargo run --release -p shmraft-ipc --example ipc_bench [-- --quick]
+//!     cargo run --release -p shmraft-ipc --example ipc_bench [-- --quick | --help]
 //!
-//! Prints a Markdown table for BENCHMARKS.md. With `IPC_BENCH_PIN=1` the parent is pinned to
-//! CPU 0 and the child to CPU 1 (only sensible on an otherwise idle machine: pinned spinners
-//! cannot dodge other load). Every measurement is also capped at ~5 s of wall time.
+//! Prints a Markdown table for BENCHMARKS.md (`--help` lists the environment knobs). With
+//! `IPC_BENCH_PIN=1` the parent is pinned to CPU 0 and the child to CPU 1 (only sensible on an
+//! otherwise idle machine: pinned spinners cannot dodge other load). Every measurement is also
+//! capped at ~5 s of wall time (latency: plus at most 1 s of warm-up).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -43,9 +44,21 @@ fn cpu_secs() -> f64 {
 
 fn cfg(rt: &Path, spin_us: u32) -> TransportConfig {
     let mut c = TransportConfig::new(rt, 0xBE);
-    c.ring_bytes = 4 << 20;
+    c.ring_bytes = env_bytes("IPC_BENCH_RING_BYTES").unwrap_or(4 << 20);
     c.spin_us = spin_us;
     c
+}
+
+/// A byte count from the environment; exits with a message if it is set but not a number.
+fn env_bytes(name: &str) -> Option<usize> {
+    let v = std::env::var(name).ok()?;
+    match v.parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            eprintln!("ipc_bench: {name}={v:?} is not a byte count\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
 }
 
 fn spawn(args: &[&str]) -> Child {
@@ -241,6 +254,57 @@ fn ring_tx(rt: &Path, size: usize, n: u64) {
 
 // ---- ring ping-pong -----------------------------------------------------------------------
 
+/// Round trips used to warm up before measuring (fewer if `WARMUP_MAX` passes first).
+const WARMUP_ROUNDS: usize = 1000;
+const WARMUP_MAX: Duration = Duration::from_secs(1);
+/// Each latency measurement stops after this long even with fewer samples than asked.
+const MEASURE_MAX: Duration = Duration::from_secs(5);
+
+/// The schedule of a latency loop: warm up for `WARMUP_ROUNDS` round trips or `WARMUP_MAX`,
+/// whichever ends first, then take up to `n` samples (one-way = RTT/2) within `MEASURE_MAX`.
+/// A time-bounded warm-up matters when pinned spinners share their CPU with other load: a
+/// round trip then costs a scheduler time slice, and a count-only warm-up used up the whole
+/// time cap, leaving no samples (the `NaN` of earlier pinned runs).
+struct Rounds {
+    n: usize,
+    warm: usize,
+    warm_until: Instant,
+    measure_until: Option<Instant>,
+    samples: Vec<u64>,
+}
+
+impl Rounds {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            warm: 0,
+            warm_until: Instant::now() + WARMUP_MAX,
+            measure_until: None,
+            samples: Vec::with_capacity(n),
+        }
+    }
+
+    /// Whether to run another round trip (its phase is decided here).
+    fn more(&mut self) -> bool {
+        let now = Instant::now();
+        let until = match self.measure_until {
+            Some(u) => u,
+            None if self.warm < WARMUP_ROUNDS && now < self.warm_until => return true,
+            None => *self.measure_until.insert(now + MEASURE_MAX),
+        };
+        self.samples.len() < self.n && now < until
+    }
+
+    /// Records the round trip that `more` allowed last.
+    fn record(&mut self, rtt: Duration) {
+        if self.measure_until.is_some() {
+            self.samples.push(rtt.as_nanos() as u64 / 2);
+        } else {
+            self.warm += 1;
+        }
+    }
+}
+
 /// One-way latency samples (RTT/2, ns). `parked`: both sides sleep in `wait` (spin 0).
 fn ring_latency(rt: &Path, parked: bool, n: usize) -> Vec<u64> {
     let spin = if parked { 0 } else { 1_000_000 };
@@ -252,12 +316,8 @@ fn ring_latency(rt: &Path, parked: bool, n: usize) -> Vec<u64> {
     ]);
     wait_up(&mut t, Endpoint::Node(2));
     let payload = [7u8; 64];
-    let mut samples = Vec::with_capacity(n);
-    let cap = Instant::now() + Duration::from_secs(5);
-    for i in 0..n + 1000 {
-        if Instant::now() > cap {
-            break;
-        }
+    let mut rounds = Rounds::new(n);
+    while rounds.more() {
         let t0 = Instant::now();
         t.send(Endpoint::Node(2), 1, &payload).unwrap();
         let mut got = false;
@@ -267,13 +327,11 @@ fn ring_latency(rt: &Path, parked: bool, n: usize) -> Vec<u64> {
             }
             t.recv(|i| got |= matches!(i, Incoming::Frame(_)));
         }
-        if i >= 1000 {
-            samples.push(t0.elapsed().as_nanos() as u64 / 2);
-        }
+        rounds.record(t0.elapsed());
     }
     t.send(Endpoint::Node(2), 0xFFFF, b"").unwrap();
     child.wait().unwrap();
-    samples
+    rounds.samples
 }
 
 fn ring_echo(rt: &Path, parked: bool) {
@@ -313,22 +371,16 @@ fn pipe_latency(dir: &Path, n: usize) -> Vec<u64> {
     let mut w = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
     let mut r = std::fs::File::open(&b).unwrap();
     let mut byte = [0u8; 1];
-    let mut samples = Vec::with_capacity(n);
-    let cap = Instant::now() + Duration::from_secs(5);
-    for i in 0..n + 1000 {
-        if Instant::now() > cap {
-            break;
-        }
+    let mut rounds = Rounds::new(n);
+    while rounds.more() {
         let t0 = Instant::now();
         w.write_all(&byte).unwrap();
         r.read_exact(&mut byte).unwrap();
-        if i >= 1000 {
-            samples.push(t0.elapsed().as_nanos() as u64 / 2);
-        }
+        rounds.record(t0.elapsed());
     }
     drop(w);
     child.wait().unwrap();
-    samples
+    rounds.samples
 }
 
 fn pipe_echo(dir: &Path) {
@@ -421,22 +473,16 @@ fn uds_latency(dir: &Path, n: usize) -> Vec<u64> {
     let mut child = spawn(&["uds_echo", path.to_str().unwrap()]);
     let (mut s, _) = l.accept().unwrap();
     let mut msg = [7u8; 68];
-    let mut samples = Vec::with_capacity(n);
-    let cap = Instant::now() + Duration::from_secs(5);
-    for i in 0..n + 1000 {
-        if Instant::now() > cap {
-            break;
-        }
+    let mut rounds = Rounds::new(n);
+    while rounds.more() {
         let t0 = Instant::now();
         s.write_all(&msg).unwrap();
         s.read_exact(&mut msg).unwrap();
-        if i >= 1000 {
-            samples.push(t0.elapsed().as_nanos() as u64 / 2);
-        }
+        rounds.record(t0.elapsed());
     }
     drop(s);
     child.wait().unwrap();
-    samples
+    rounds.samples
 }
 
 fn uds_echo(path: &Path) {
@@ -450,13 +496,68 @@ fn uds_echo(path: &Path) {
 
 // ---- main ---------------------------------------------------------------------------------
 
-fn pct(v: &mut [u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_unstable();
-    v[((v.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+/// Latency percentiles of one measurement (microseconds), or none if it got no samples.
+struct Lat {
+    p50: Option<f64>,
+    p99: Option<f64>,
+    samples: usize,
 }
+
+impl Lat {
+    fn of(mut v: Vec<u64>) -> Self {
+        v.sort_unstable();
+        let pct = |p: f64| {
+            (!v.is_empty()).then(|| v[((v.len() - 1) as f64 * p) as usize] as f64 / 1000.0)
+        };
+        Self {
+            p50: pct(0.5),
+            p99: pct(0.99),
+            samples: v.len(),
+        }
+    }
+
+    /// "p50 .. us, p99 .. us" with `prec` decimals, or why there is no figure.
+    fn show(&self, prec: usize) -> String {
+        match (self.p50, self.p99) {
+            (Some(a), Some(b)) => format!("p50 {a:.prec$} us, p99 {b:.prec$} us"),
+            _ => format!(
+                "n/a: no samples within {} s (the machine is too loaded for this measurement)",
+                MEASURE_MAX.as_secs()
+            ),
+        }
+    }
+
+    /// p50 as a ratio to `base`'s p50, formatted, or "n/a".
+    fn ratio(&self, base: &Lat, prec: usize) -> String {
+        match (self.p50, base.p50) {
+            (Some(a), Some(b)) => format!("{:.prec$}x", a / b),
+            _ => "n/a".into(),
+        }
+    }
+}
+
+const USAGE: &str = "\
+ipc_bench: shared-memory rings (through shmraft_ipc::Transport) versus raw memcpy, a raw pipe
+round trip and a Unix domain socket, between two processes (the program re-executes itself).
+
+usage: ipc_bench [--quick]
+       ipc_bench --help
+
+options:
+  --quick   a tenth of the work (smoke run; figures are noisier)
+  --help    print this text
+
+environment:
+  IPC_BENCH_PIN=1             pin the two processes to CPUs 0 and 1 (idle machines only)
+  IPC_BENCH_RING_ONLY=BYTES   measure only ring throughput with frames of BYTES
+  IPC_BENCH_RING_BYTES=BYTES  ring capacity (power of two; default 4194304)
+  IPC_BENCH_RING_FRAMES=N     frames sent with IPC_BENCH_RING_ONLY (default 4 GB worth)
+  IPC_BENCH_LATENCY_ONLY=1    measure only the pipe baseline and the parked ring latency,
+                              alternated three times
+  IPC_BENCH_DEBUG=1           print transport counters of both sides
+
+Prints a Markdown table for BENCHMARKS.md, then the ratios to the baselines.
+";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -472,8 +573,25 @@ fn main() {
         }
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
+    let mut quick = false;
+    for a in &args[1..] {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return;
+            }
+            other => {
+                eprintln!("ipc_bench: unknown argument {other:?}\n\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
     let scale = if quick { 10 } else { 1 };
+    if let Err(e) = cfg(Path::new("/nonexistent"), 0).validate() {
+        eprintln!("ipc_bench: {e}\n\n{USAGE}");
+        std::process::exit(2);
+    }
     pin(0);
     let base = if Path::new("/dev/shm").is_dir() {
         "/dev/shm"
@@ -486,15 +604,40 @@ fn main() {
         .unwrap();
     let rt = dir.path().join("rt");
 
-    if let Ok(size) = std::env::var("IPC_BENCH_RING_ONLY") {
-        let size: usize = size.parse().unwrap();
-        let (f, g, sys, c) = ring_throughput(&rt, size, 4_000_000_000 / size as u64);
+    if let Some(size) = env_bytes("IPC_BENCH_RING_ONLY") {
+        let max = cfg(&rt, 0).ring_bytes / 4 - shmraft_ipc::FRAME_HEADER_BYTES;
+        if size == 0 || size > max {
+            eprintln!("ipc_bench: IPC_BENCH_RING_ONLY must be in 1..={max} (a quarter ring)");
+            std::process::exit(2);
+        }
+        let frames = env_bytes("IPC_BENCH_RING_FRAMES")
+            .map_or(4_000_000_000 / size as u64, |n| n.max(1) as u64);
+        let (f, g, sys, c) = ring_throughput(&rt, size, frames);
         println!(
             "ring {size} B: {:.2} M frames/s, {g:.2} GB/s, {sys:.5} syscalls/frame; per CPU-second {:.2} M frames, {:.2} GB",
             f / 1e6,
             c / 1e6,
             c * size as f64 / 1e9
         );
+        return;
+    }
+    if std::env::var_os("IPC_BENCH_LATENCY_ONLY").is_some() {
+        // Parked ring latency and its pipe baseline, alternated three times (A/B checks of
+        // the park path on a machine whose load drifts).
+        let n = 20_000 / scale;
+        for _ in 0..3 {
+            let pipe = Lat::of(pipe_latency(dir.path(), n));
+            let parked = Lat::of(ring_latency(&rt, true, n));
+            println!(
+                "pipe one-way {}; ring parked {} = {} the pipe",
+                pipe.show(2),
+                parked.show(2),
+                parked.ratio(&pipe, 2)
+            );
+            for f in ["fifo-a", "fifo-b"] {
+                let _ = std::fs::remove_file(dir.path().join(f));
+            }
+        }
         return;
     }
     let mc64 = memcpy_msgs_per_s(64, 50_000_000 / scale);
@@ -533,38 +676,43 @@ fn main() {
     );
 
     let n = 200_000 / scale;
-    let mut spin = ring_latency(&rt, false, n);
-    let (s50, s99) = (pct(&mut spin, 0.5), pct(&mut spin, 0.99));
+    let spin = Lat::of(ring_latency(&rt, false, n));
     println!(
-        "| ring | one-way latency, receiver spinning (RTT/2) | p50 {s50:.3} us, p99 {s99:.3} us |"
+        "| ring | one-way latency, receiver spinning (RTT/2) | {} |",
+        spin.show(3)
     );
     let n = 20_000 / scale;
-    let mut pipe = pipe_latency(dir.path(), n);
-    let (p50, p99) = (pct(&mut pipe, 0.5), pct(&mut pipe, 0.99));
+    let pipe = Lat::of(pipe_latency(dir.path(), n));
     println!(
-        "| baseline | raw pipe one-way (RTT/2), reader blocked in read | p50 {p50:.2} us, p99 {p99:.2} us |"
+        "| baseline | raw pipe one-way (RTT/2), reader blocked in read | {} |",
+        pipe.show(2)
     );
-    let mut parked = ring_latency(&rt, true, n);
-    let (k50, k99) = (pct(&mut parked, 0.5), pct(&mut parked, 0.99));
+    let parked = Lat::of(ring_latency(&rt, true, n));
     println!(
-        "| ring | one-way latency, receiver parked (RTT/2) | p50 {k50:.2} us, p99 {k99:.2} us; {:.2}x the raw pipe |",
-        k50 / p50
+        "| ring | one-way latency, receiver parked (RTT/2) | {}; {} the raw pipe |",
+        parked.show(2),
+        parked.ratio(&pipe, 2)
     );
-    let mut uds = uds_latency(dir.path(), n);
-    let (d50, d99) = (pct(&mut uds, 0.5), pct(&mut uds, 0.99));
+    let uds = Lat::of(uds_latency(dir.path(), n));
     println!(
-        "| uds | one-way latency 64 B (RTT/2), reader blocked | p50 {d50:.2} us, p99 {d99:.2} us |"
+        "| uds | one-way latency 64 B (RTT/2), reader blocked | {} |",
+        uds.show(2)
     );
     println!();
     println!(
-        "ratios (per CPU-second): ring 64 B = {:.3}x memcpy-64B copies, {:.2}x UDS; ring 4 KiB = {:.2}x hot 4 KiB memcpy, {:.2}x DRAM memcpy, {:.2}x UDS. Latency: parked = {:.2}x pipe half-RTT; spinning = {:.3}x pipe half-RTT",
+        "ratios (per CPU-second): ring 64 B = {:.3}x memcpy-64B copies, {:.2}x UDS; ring 4 KiB = {:.2}x hot 4 KiB memcpy, {:.2}x DRAM memcpy, {:.2}x UDS. Latency: parked = {} pipe half-RTT; spinning = {} pipe half-RTT; UDS = {} pipe half-RTT",
         c64 / mc64,
         c64 / uc64,
         c4k * 4096.0 / 1e9 / mc4k_hot,
         c4k * 4096.0 / 1e9 / mc64m,
         c4k / uc4k,
-        k50 / p50,
-        s50 / p50
+        parked.ratio(&pipe, 2),
+        spin.ratio(&pipe, 3),
+        uds.ratio(&pipe, 2)
+    );
+    println!(
+        "latency samples: spinning {}, pipe {}, parked {}, uds {}",
+        spin.samples, pipe.samples, parked.samples, uds.samples
     );
     println!(
         "load average during the run: {}",

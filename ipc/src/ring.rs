@@ -253,6 +253,16 @@ pub static FAULT_STOP_AT_STEP: std::sync::atomic::AtomicU32 = std::sync::atomic:
 pub static FAULT_SIGNAL: std::sync::atomic::AtomicI32 =
     std::sync::atomic::AtomicI32::new(libc::SIGSTOP);
 
+/// Whether a test armed a fault point (always false without the `fault-injection` feature).
+#[inline]
+fn fault_armed() -> bool {
+    #[cfg(feature = "fault-injection")]
+    if FAULT_STOP_AT_STEP.load(Ordering::Relaxed) != 0 {
+        return true;
+    }
+    false
+}
+
 #[inline]
 fn fault_point(_step: u32) {
     #[cfg(feature = "fault-injection")]
@@ -425,35 +435,57 @@ impl RingWriter {
             pos += pad;
         }
         let off = RING_DATA_OFFSET + (pos & self.mask) as usize;
-        let mut h = FrameHeader {
+        let mut header = FrameHeader {
             payload_len: len as u32,
             kind,
             flags,
             fragment_index,
             checksum: 0,
-        };
+        }
+        .encode();
         // Checksum over header[0..12] + prefix + payload, seeded by epoch and position,
-        // computed from private memory (never from the shared copy).
-        h.checksum =
-            frame_checksum_parts(self.header.writer_epoch, pos, &h.encode(), prefix, payload);
+        // computed from private memory (never from the shared copy), then stored in the
+        // header's last 4 bytes (FrameHeader::encode's layout).
+        let checksum =
+            frame_checksum_parts(self.header.writer_epoch, pos, &header, prefix, payload);
+        header[12..16].copy_from_slice(&checksum.to_le_bytes());
         // Payload first, header last; neither is visible before `publish` stores the tail.
         let body = off + FRAME_HEADER_BYTES;
-        self.region.copy_in(body, prefix);
-        let half = payload.len() / 2;
-        self.region.copy_in(body + prefix.len(), &payload[..half]);
-        fault_point(2);
-        self.region
-            .copy_in(body + prefix.len() + half, &payload[half..]);
+        if !prefix.is_empty() {
+            self.region.copy_in(body, prefix);
+        }
+        if fault_armed() {
+            // Two halves, so a test can stop us with half the payload written (step 2).
+            let half = payload.len() / 2;
+            self.region.copy_in(body + prefix.len(), &payload[..half]);
+            fault_point(2);
+            self.region
+                .copy_in(body + prefix.len() + half, &payload[half..]);
+        } else {
+            self.region.copy_in(body + prefix.len(), payload);
+        }
         fault_point(3);
-        self.region.copy_in(off, &h.encode());
+        self.region.copy_in(off, &header);
         fault_point(4);
         self.pending = pos + rec;
         Ok(true)
     }
 
-    /// Forgets everything written since the last publish (a batch that did not fit).
-    pub(crate) fn rollback(&mut self) {
-        self.pending = self.tail;
+    /// The end of what has been written so far (a mark for `rollback_to`).
+    pub(crate) fn pending_end(&self) -> u64 {
+        self.pending
+    }
+
+    /// Forgets what was written after `mark` (from `pending_end`), which must not be before
+    /// the published tail.
+    pub(crate) fn rollback_to(&mut self, mark: u64) {
+        assert!(
+            self.tail <= mark && mark <= self.pending,
+            "rollback mark {mark} outside [{}, {}]",
+            self.tail,
+            self.pending
+        );
+        self.pending = mark;
     }
 
     /// Whether anything is written but unpublished.

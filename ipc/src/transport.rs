@@ -54,7 +54,9 @@ impl TransportConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), SetupError> {
+    /// Checks the settings without touching the file system (also done by `Transport::node`
+    /// and `Transport::client`), so a command can reject bad flags before it starts anything.
+    pub fn validate(&self) -> Result<(), SetupError> {
         if !self.ring_bytes.is_power_of_two()
             || !(RING_MIN_BYTES..=RING_MAX_BYTES).contains(&self.ring_bytes)
         {
@@ -243,7 +245,16 @@ pub struct Transport {
     next_maintenance: Instant,
     /// Maintenance rounds so far (selects which links get a liveness check).
     maintenance_rounds: u64,
+    /// Wake-ups `wait` returned on without reading their FIFO records (see `wait`).
+    undrained_wakes: u32,
 }
+
+/// `wait` drains the FIFO at least every this many wake-ups it left unread.
+const UNDRAINED_WAKES_MAX: u32 = 8;
+/// ... and before the FIFO may hold this many records (half of a default 64 KiB pipe of 8-byte
+/// records): a full FIFO makes writers drop wake-ups, and an edge-triggered wait would then
+/// sleep until its timeout.
+const FIFO_RECORDS_DRAIN_AT: u64 = 4096;
 
 /// Most links whose writer pid is checked per maintenance round (each check is a `kill(2)` and
 /// a read of /proc/<pid>/stat); with more links, all are covered over several rounds.
@@ -347,6 +358,7 @@ impl Transport {
             stats: TransportStats::default(),
             next_maintenance: now + interval,
             maintenance_rounds: 0,
+            undrained_wakes: 0,
         }))
     }
 
@@ -373,6 +385,13 @@ impl Transport {
     /// Endpoints we currently have links to, and whether each is up.
     pub fn peers(&self) -> Vec<(Endpoint, bool)> {
         self.links.iter().map(|l| (l.peer, l.up)).collect()
+    }
+
+    /// Whether `wait` wakes with one system call, leaving wake-up records unread while rings
+    /// have data (an edge-triggered epoll on the FIFO), or, on kernels that do not report every
+    /// write to a non-empty pipe as an edge, polls and drains after every wake-up.
+    pub fn edge_triggered_wait(&self) -> bool {
+        self.inbox.edge_triggered()
     }
 
     /// The file descriptor to poll for readability (our wake-up FIFO) when the caller runs its
@@ -464,6 +483,9 @@ impl Transport {
         if !Self::pump_pending(out, &mut link.pending, stats)? {
             return Ok(false);
         }
+        // Remainders written by `pump_pending` were taken off `pending`: a rollback must keep
+        // them, so it goes back to here, not to the published tail.
+        let mark = out.pending_end();
         let max_frame = (out.capacity() / 4) as usize - FRAME_HEADER_BYTES;
         if frames.iter().all(|f| f.payload.len() <= max_frame)
             && !out.fits(frames.iter().map(|f| f.payload.len()))?
@@ -479,7 +501,7 @@ impl Transport {
                     continue;
                 }
                 if !large_started {
-                    out.rollback();
+                    out.rollback_to(mark);
                     return Ok(false);
                 }
                 Self::queue_rest(&mut link.pending, &frames[n..]);
@@ -1002,6 +1024,7 @@ impl Transport {
             self.after_poll();
             return Ok(());
         }
+        let mut woken = false;
         loop {
             let now = Instant::now();
             let mut until = self.next_maintenance;
@@ -1014,12 +1037,14 @@ impl Transport {
                 .div_ceil(1000);
             let ms = i32::try_from(ms).unwrap_or(i32::MAX);
             self.stats.polls += 1;
-            use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-            let mut fds = [PollFd::new(self.inbox.as_fd(), PollFlags::POLLIN)];
-            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-            match poll(&mut fds, timeout) {
-                Ok(n) if n > 0 => break,
-                Ok(_) => {}
+            let timeout =
+                nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX);
+            match self.inbox.wait(timeout) {
+                Ok(true) => {
+                    woken = true;
+                    break;
+                }
+                Ok(false) => {}
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -1028,11 +1053,38 @@ impl Transport {
                 break;
             }
         }
-        self.after_poll();
+        for l in &mut self.links {
+            if let Some(r) = l.inp.as_mut() {
+                r.unpark();
+            }
+        }
+        // The wake-up path costs one epoll_wait(2), like a blocked pipe reader's one read(2):
+        // when a record woke us and a ring has data, the record (a hint; the ring is the data)
+        // is left unread. The FIFO is drained, and the records in it acted on, when a wake-up
+        // shows no ring data (a control record: connect, space, restart; or garbage), after a
+        // timeout, every UNDRAINED_WAKES_MAX wake-ups (so a control record that arrived with
+        // data waits at most that many), before it could hold half its capacity, and by
+        // maintenance. `after_poll` (the caller's own poll) always drains.
+        if woken {
+            self.undrained_wakes += 1;
+        }
+        let may_hold = u64::from(self.undrained_wakes) * (self.links.len() as u64 + 1);
+        if !woken
+            || !self.inbox.edge_triggered()
+            || self.undrained_wakes >= UNDRAINED_WAKES_MAX
+            || may_hold >= FIFO_RECORDS_DRAIN_AT
+            || !self.ready()
+        {
+            self.process_inbox();
+        }
+        if Instant::now() >= self.next_maintenance {
+            self.maintain();
+        }
         Ok(())
     }
 
     fn process_inbox(&mut self) {
+        self.undrained_wakes = 0;
         let mut records = Vec::new();
         let (reads, garbage) = self.inbox.drain(|r| records.push(r));
         self.stats.wake_reads += u64::from(reads);

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::stat::Mode;
 
 use crate::Endpoint;
@@ -103,6 +105,13 @@ pub(crate) fn fifo_has_reader(path: &Path) -> bool {
 /// Our own FIFO, held open read-write (so it never reports EOF and `open` never blocks).
 pub(crate) struct WakeInbox {
     fd: OwnedFd,
+    /// An epoll instance watching `fd` edge-triggered (EPOLLET): `wait` returns when a
+    /// record is written, even while earlier records are still unread, which lets
+    /// `Transport::wait` sleep and wake with one system call and leave the (hint-only) record
+    /// to a later drain. `None` when this kernel does not report a write to a non-empty pipe
+    /// as a new edge (checked once per process, `epollet_sees_every_write`): then `wait` polls
+    /// level-triggered and the caller must drain after every wake-up.
+    edge: Option<Epoll>,
     pub(crate) path: PathBuf,
     /// Bytes of an incomplete record left by the last read (only garbage produces these).
     buf: Vec<u8>,
@@ -150,6 +159,24 @@ impl WakeInbox {
                 return Err(io("open fifo", &tmp, e));
             }
         };
+        let edge = if epollet_sees_every_write() {
+            let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).and_then(|ep| {
+                ep.add(
+                    &fd,
+                    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0),
+                )
+                .map(|()| ep)
+            });
+            match ep {
+                Ok(ep) => Some(ep),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(io("epoll fifo", &tmp, e));
+                }
+            }
+        } else {
+            None
+        };
         let published = if replace {
             std::fs::rename(&tmp, &path).map(|()| true)
         } else {
@@ -164,6 +191,7 @@ impl WakeInbox {
         match published {
             Ok(true) => Ok(Some(Self {
                 fd,
+                edge,
                 path,
                 buf: Vec::new(),
             })),
@@ -185,6 +213,25 @@ impl WakeInbox {
 
     pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Whether `wait` is edge-triggered (see `edge`): if not, every wake-up must be followed by
+    /// a drain, or the next `wait` returns at once.
+    pub(crate) fn edge_triggered(&self) -> bool {
+        self.edge.is_some()
+    }
+
+    /// Sleeps until the FIFO gets a record or `timeout` passes; returns whether it did. With
+    /// `edge`: until a record is written after the previous `wait` returned (records written
+    /// before, read or not, do not count): one epoll_wait(2), nothing read. Without: until the
+    /// FIFO is readable (one poll(2)).
+    pub(crate) fn wait(&self, timeout: PollTimeout) -> nix::Result<bool> {
+        if let Some(edge) = &self.edge {
+            let mut ev = [EpollEvent::empty()];
+            return edge.wait(&mut ev, timeout).map(|n| n > 0);
+        }
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, timeout).map(|n| n > 0)
     }
 
     /// Reads everything available without blocking and hands each well-formed record to
@@ -234,6 +281,40 @@ impl WakeInbox {
     pub(crate) fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Whether this kernel reports every write to a pipe as a new EPOLLET edge, even when the pipe
+/// already holds unread bytes (Linux does for pipes that have been polled since 5.15-5.16;
+/// between 5.5 and those releases a write woke readers only when the pipe was empty). Checked
+/// once per process on a scratch pipe: write, consume the edge, write again, look for a second
+/// edge. Any failure answers no (the level-triggered path is always correct).
+fn epollet_sees_every_write() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let probe = || -> nix::Result<bool> {
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+            let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+            ep.add(
+                &r,
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0),
+            )?;
+            let mut ev = [EpollEvent::empty()];
+            nix::unistd::write(&w, &[1])?;
+            if ep.wait(&mut ev, PollTimeout::ZERO)? != 1 {
+                return Ok(false);
+            }
+            nix::unistd::write(&w, &[2])?;
+            Ok(ep.wait(&mut ev, PollTimeout::ZERO)? == 1)
+        };
+        let yes = probe().unwrap_or(false);
+        if !yes {
+            tracing::info!(
+                "this kernel does not report writes to a non-empty pipe to EPOLLET waiters; \
+                 parked waits drain their FIFO after every wake-up"
+            );
+        }
+        yes
+    })
 }
 
 /// Result of writing a wake-up record.
@@ -308,6 +389,38 @@ mod tests {
                 assert_eq!(WakeRecord::decode(&r.encode()), Some(r));
             }
         }
+    }
+
+    /// `WakeInbox::wait` with `edge`: a record wakes it once, read or not; the next record
+    /// wakes it again. Without `edge` (old kernels), an unread record keeps waking it.
+    #[test]
+    fn inbox_wait_reports_each_write_once_when_edge_triggered() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Endpoint::Node(1);
+        let inbox = WakeInbox::create(dir.path(), me, true).unwrap().unwrap();
+        let target = WakeTarget::open(dir.path(), me).unwrap();
+        let rec = WakeRecord {
+            kind: WakeKind::Data,
+            sender: Endpoint::Node(2),
+        };
+        assert!(
+            !inbox.wait(PollTimeout::ZERO).unwrap(),
+            "nothing written yet"
+        );
+        assert_eq!(target.send(rec), WakeSend::Sent);
+        assert!(inbox.wait(PollTimeout::ZERO).unwrap());
+        // The record is still unread.
+        let again = inbox.wait(PollTimeout::ZERO).unwrap();
+        assert_eq!(again, !inbox.edge_triggered());
+        assert_eq!(target.send(rec), WakeSend::Sent);
+        assert!(
+            inbox.wait(PollTimeout::ZERO).unwrap(),
+            "a new write wakes again"
+        );
+        let mut inbox = inbox;
+        let mut got = Vec::new();
+        let (_, garbage) = inbox.drain(|r| got.push(r));
+        assert_eq!((got, garbage), (vec![rec, rec], None));
     }
 
     proptest! {
