@@ -49,7 +49,7 @@ pub use ring::{
     RING_MIN_BYTES, RingHeader, read_ring_header,
 };
 pub use transport::{
-    Frame, Incoming, LinkEvent, OutFrame, Transport, TransportConfig, TransportStats,
+    Frame, Incoming, LinkEvent, OutFrame, Transport, TransportConfig, TransportStats, Waker,
 };
 pub use wake::{WAKE_MAGIC, WAKE_RECORD_BYTES, WakeKind, WakeRecord};
 

@@ -20,6 +20,31 @@ use crate::ring::{
 };
 use crate::wake::{WakeInbox, WakeKind, WakeRecord, WakeSend, WakeTarget};
 
+/// Ends a parked [`Transport::wait`] of the transport it came from ([`Transport::waker`]):
+/// writes one `Data` wake-up record, from this process, to its own FIFO. Cheap (one write(2)),
+/// `Send + Sync`, cloneable; a wake-up that finds the loop awake only costs a later drain.
+#[derive(Clone)]
+pub struct Waker {
+    target: std::sync::Arc<WakeTarget>,
+    me: Endpoint,
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waker").field("of", &self.me).finish()
+    }
+}
+
+impl Waker {
+    /// Wakes the transport's `wait` (now, or at once the next time it parks).
+    pub fn wake(&self) {
+        let _ = self.target.send(WakeRecord {
+            kind: WakeKind::Data,
+            sender: self.me,
+        });
+    }
+}
+
 /// Transport settings. All processes of a cluster must agree on `runtime_dir` and `cluster_id`.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -363,6 +388,17 @@ impl Transport {
     }
 
     /// This process's endpoint.
+    /// A handle another thread of this process can use to end a parked [`Transport::wait`]
+    /// early, for events that do not arrive through a ring (a storage sync completing, say).
+    /// `None` if this process's wake-up FIFO cannot be opened for writing.
+    pub fn waker(&self) -> Option<Waker> {
+        let target = WakeTarget::open(&self.cfg.runtime_dir, self.me)?;
+        Some(Waker {
+            target: std::sync::Arc::new(target),
+            me: self.me,
+        })
+    }
+
     pub fn me(&self) -> Endpoint {
         self.me
     }

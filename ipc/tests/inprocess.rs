@@ -653,3 +653,36 @@ fn a_refused_batch_keeps_the_remainder_pushed_out_before_it() {
         gb.events
     );
 }
+
+/// A `Waker` used from another thread ends a parked `wait` that nothing else would end (no
+/// timeout, maintenance a minute away).
+#[test]
+fn a_waker_from_another_thread_ends_a_parked_wait() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg(d.path(), 1 << 16);
+    c.maintenance_interval_ms = 60_000;
+    c.spin_us = 0;
+    let mut t = Transport::node(c, 1, &[1]).unwrap();
+    let waker = t.waker().expect("our own FIFO opens for writing");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let w = waker.clone();
+    let th = std::thread::spawn(move || {
+        // Wake repeatedly until the waiter reports back: the first wake may land before it
+        // parks (then the wait returns at once), either way it returns.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !d2.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the parked wait never returned");
+            w.wake();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    // Without the waker this returns only at maintenance, a minute from now, after the waking
+    // thread gave up (and the join below fails).
+    t.wait(None).unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    th.join().unwrap();
+    // The wake-up records are well-formed: draining them resets nothing.
+    t.recv(|_| {});
+    assert_eq!(t.stats().resets, 0, "{:?}", t.stats());
+}

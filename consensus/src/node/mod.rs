@@ -5,7 +5,7 @@
 //! The loop follows the driver's duties in the crate documentation:
 //!
 //! 1. Wait on the transport (rings of every peer and client) until input arrives or the next tick
-//!    is due; while group-commit syncs are pending, wake often enough to notice them.
+//!    is due; a group-commit sync completing on the log's thread wakes it (`Transport::waker`).
 //! 2. Step every Raft message; batch client writes into one `propose_batch` and client reads into
 //!    one `read_index` per loop turn (thesis §10.2.1 batching).
 //! 3. Tick the core every `tick_ms`.
@@ -236,6 +236,8 @@ pub struct Node<S: StateMachine> {
     digest_cache: std::cell::Cell<Option<(Index, u64, Instant)>>,
     /// The applied index at the previous `current_digest` call: unchanged means quiet.
     digest_last_applied: std::cell::Cell<Index>,
+    /// The WAL's sync listener wakes the loop when a group-commit sync completes.
+    sync_wakes: bool,
     /// Time spent in the phases of `handle_ready` this loop turn (see `phase_mark`).
     ready_phase_ns: [u64; 7],
     phase_at: Instant,
@@ -289,6 +291,23 @@ impl<S: StateMachine> Node<S> {
         tcfg.spin_us = cfg.spin_us;
         let peers: Vec<u32> = cfg.voters.iter().map(|v| v.get() as u32).collect();
         let transport = Transport::node(tcfg, cfg.id.get() as u32, &peers)?;
+        // Group commit syncs on the log's own thread; its completion is not a transport event.
+        // The sync listener wakes the loop (one write to our own FIFO), so acknowledgements
+        // leave as soon as the sync that covers them completes.
+        let sync_wakes = matches!(cfg.fsync_policy, FsyncPolicy::Batch { .. })
+            && match transport.waker() {
+                Some(w) => {
+                    raft.store()
+                        .storage()
+                        .wal
+                        .set_sync_listener(move |_| w.wake());
+                    true
+                }
+                None => {
+                    tracing::warn!("cannot open our own wake-up FIFO; polling for syncs");
+                    false
+                }
+            };
         let applied = raft.snapshot_meta().last_included_index;
         let sm = Sessions::new(state_machine, cfg.sessions);
         tracing::info!(id = %cfg.id, term = %hard_state.current_term, commit = %hard_state.commit_index,
@@ -319,6 +338,7 @@ impl<S: StateMachine> Node<S> {
             digest_last_applied: std::cell::Cell::new(Index::ZERO),
             ready_phase_ns: [0; 7],
             phase_at: Instant::now(),
+            sync_wakes,
             cfg,
         })
     }
@@ -391,10 +411,8 @@ impl<S: StateMachine> Node<S> {
     fn turn(&mut self, next_tick: &mut Instant, tick: Duration) -> Result<(), NodeError> {
         let now = Instant::now();
         let mut timeout = next_tick.saturating_duration_since(now);
-        if !self.persists.is_empty() {
-            // Group commit runs on the log's sync thread; its completion is not a transport
-            // event, so look again soon. (Known debt: a wake-up fd from the sync listener
-            // polled together with the transport would remove this.)
+        if !self.persists.is_empty() && !self.sync_wakes {
+            // No sync listener wakes us (see `open`): look again soon.
             timeout = timeout.min(Duration::from_micros(100));
         }
         self.transport
