@@ -25,6 +25,17 @@ impl BenchCluster {
     /// when `keep` is set) with the settings of `spec` (its `dir` field is ignored), starts one
     /// process per node and waits until a leader is elected.
     pub fn start(spec: &ClusterArgs, parent: &Path, keep: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(spec, parent, keep, |_| {})
+    }
+
+    /// [`BenchCluster::start`], with `edit` applied to the cluster file before any node starts
+    /// (for settings `ClusterArgs` has no flag for, such as snapshot thresholds).
+    pub fn start_with(
+        spec: &ClusterArgs,
+        parent: &Path,
+        keep: Option<&str>,
+        edit: impl FnOnce(&mut ClusterFile),
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
         let (dir, tmp) = match keep {
@@ -47,8 +58,13 @@ impl BenchCluster {
         sweep_stale_runtime_dirs();
         let mut a = spec.clone();
         a.dir = dir.clone();
-        let cf = prepare(&a)?;
+        let mut cf = prepare(&a)?;
         let dir = std::fs::canonicalize(&dir)?;
+        edit(&mut cf);
+        for n in &cf.nodes {
+            cf.node_config(&dir, n.id)?; // the edited settings are valid
+        }
+        cf.save(&dir)?;
         let mut c = BenchCluster {
             dir,
             cf,
