@@ -382,10 +382,19 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// 64-bit FNV-1a: simple, deterministic across processes and platforms (unlike std's randomly
-/// seeded `DefaultHasher`), and good enough to compare replica states.
+/// A 64-bit FNV-1a-style digest: simple and deterministic across processes and platforms
+/// (unlike std's randomly seeded `DefaultHasher`), good enough to compare replica states.
+///
+/// Whole 8-byte little-endian words are mixed in one step (xor, multiply by the FNV prime,
+/// rotate), the remaining bytes one at a time as in FNV-1a. Byte-at-a-time FNV runs at about
+/// 1 GB/s, and a node computes the digest of its whole state for its status: with a state of
+/// hundreds of MiB that stalled the event loop for a third of a second (found profiling
+/// `shmraft bench catchup`). Every step is a bijection of the running value, so two inputs of
+/// the same length that differ in one word always give different digests.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Fnv64(u64);
+
+const FNV64_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 impl Fnv64 {
     pub(crate) const fn new() -> Self {
@@ -393,9 +402,14 @@ impl Fnv64 {
     }
 
     pub(crate) fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let w = u64::from_le_bytes(w.try_into().expect("chunks of 8"));
+            self.0 = (self.0 ^ w).wrapping_mul(FNV64_PRIME).rotate_left(29);
+        }
+        for &b in words.remainder() {
             self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+            self.0 = self.0.wrapping_mul(FNV64_PRIME);
         }
     }
 
@@ -562,8 +576,7 @@ impl CrcReader<'_> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    /// A `u32`-length-prefixed byte string of at most `max` bytes. Reads through `take`, so a
-    /// forged length cannot make us allocate more than the stream actually holds.
+    /// A `u32`-length-prefixed byte string of at most `max` bytes (checked before allocating).
     pub(crate) fn framed(&mut self, max: usize) -> io::Result<Vec<u8>> {
         let len = self.u32()? as usize;
         if len > max {
@@ -572,12 +585,23 @@ impl CrcReader<'_> {
                 format!("length {len} exceeds the limit {max}"),
             ));
         }
-        let mut out = Vec::new();
-        (&mut *self.inner).take(len as u64).read_to_end(&mut out)?;
-        if out.len() != len {
+        // At most `max` bytes, so a forged length costs one bounded allocation before the
+        // short read below refuses it; exact-size reads avoid regrowing the buffer (a restore
+        // reads every key and value of the state through here).
+        let mut out = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            match self.inner.read(&mut out[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if got != len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{} of {len} bytes before the end of the image", out.len()),
+                format!("{got} of {len} bytes before the end of the image"),
             ));
         }
         self.crc.update(&out);
@@ -1001,7 +1025,7 @@ mod tests {
         );
         assert_eq!(a.digest(), b.digest());
         assert_ne!(a.digest(), KvStateMachine::new().digest());
-        // A fixed value: FNV-1a has no per-process seed, so this never changes between runs.
+        // A fixed value: the digest has no per-process seed, so this never changes between runs.
         assert_eq!(KvStateMachine::new().digest(), {
             let mut h = Fnv64::new();
             h.write_u64(0);

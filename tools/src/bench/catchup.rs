@@ -64,6 +64,9 @@ pub struct CatchupArgs {
     /// Where the clusters' directories are created (the disk under test).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Keep each run's cluster directory (node logs, data) under --dir as `catchup-run-N`.
+    #[arg(long)]
+    pub keep: bool,
     /// Write every figure as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -303,31 +306,6 @@ fn status(c: &mut Client, id: u64, timeout: Duration) -> Option<NodeStatus> {
         .and_then(|b| serde_json::from_slice::<NodeStatus>(&b).ok())
 }
 
-/// Polls `id`'s status until `done` holds for it (every `every`), up to `within`.
-fn wait_status(
-    c: &mut Client,
-    id: u64,
-    within: Duration,
-    every: Duration,
-    what: &str,
-    done: impl Fn(&NodeStatus) -> bool,
-) -> anyhow::Result<NodeStatus> {
-    let deadline = Instant::now() + within;
-    let mut last = None;
-    loop {
-        if let Some(s) = status(c, id, Duration::from_millis(500)) {
-            if done(&s) {
-                return Ok(s);
-            }
-            last = Some(s);
-        }
-        if Instant::now() >= deadline {
-            bail!("node {id}: {what} did not happen within {within:?}; last status: {last:?}");
-        }
-        std::thread::sleep(every);
-    }
-}
-
 /// Writes `writes` distinct keys of `value_bytes` through the leader, `window` in flight.
 fn write_state(
     cluster: &BenchCluster,
@@ -383,11 +361,14 @@ fn one_run(
         heartbeat_ms: (a.election_timeout_ms.0 / 5).max(1),
         tick_ms: None,
         snapshot_entries: writes,
-        segment_bytes: 64 << 20,
+        // A restarted node prepares (zero-fills) a fresh segment before it answers anything;
+        // 16 MiB segments keep that start-up cost small against the transfer.
+        segment_bytes: 16 << 20,
         restart: false,
         exit_with_parent: false,
     };
-    let mut cluster = BenchCluster::start_with(&spec, parent, None, |cf| {
+    let keep = a.keep.then(|| format!("catchup-run-{run}"));
+    let mut cluster = BenchCluster::start_with(&spec, parent, keep.as_deref(), |cf| {
         // One snapshot, by entry count, once the writes are applied; a short log behind it.
         cf.snapshot_bytes = 0;
         cf.compaction_retain_entries = 16;
@@ -409,22 +390,30 @@ fn one_run(
     bar.finish_and_clear();
     // Step 3: the leader's snapshot covers (nearly) every write and is durable. The snapshot
     // triggers when `writes` entries were applied since index 0, so it covers all writes but
-    // the few applied in the same batch as the trigger.
-    let ls = wait_status(
-        &mut c,
-        leader,
-        Duration::from_secs(300),
-        Duration::from_millis(5),
-        "a snapshot covering the writes",
-        |s| s.snapshot_index >= writes,
-    )?;
-    if ls.role != "leader" {
-        bail!(
-            "node {leader} lost leadership during the run (now {} in term {})",
-            ls.role,
-            ls.term
-        );
-    }
+    // the few applied in the same batch as the trigger. Leadership may have moved during the
+    // writes (a loaded machine): whoever leads now is the one that will send the snapshot.
+    let running: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&i| i != follower)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let ls = loop {
+        let leader_now = running
+            .iter()
+            .filter_map(|&id| status(&mut c, id, Duration::from_millis(500)))
+            .filter(|s| s.role == "leader")
+            .max_by_key(|s| s.term);
+        match leader_now {
+            Some(s) if s.snapshot_index >= writes => break s,
+            last if Instant::now() >= deadline => bail!(
+                "no leader with a snapshot covering the {writes} writes within 300 s; last                  leader status: {last:?}; node logs are in {}",
+                cluster.dir.join("logs").display()
+            ),
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let leader = ls.id;
     let leader_commit = ls.commit_index;
     let snap_path = latest_snapshot_file(&cluster.cf.node(leader)?.data_dir)?;
     let snapshot_file_bytes = std::fs::metadata(&snap_path)
