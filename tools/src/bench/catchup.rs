@@ -99,12 +99,20 @@ pub struct CatchupRun {
     pub snapshot_ms: f64,
     /// From then until it had applied `leader_commit_at_t0` (the log after the snapshot).
     pub tail_ms: f64,
+    /// The follower's side, from the time stamps of its log lines (None if its log level hides
+    /// them, e.g. `RUST_LOG=warn`): from the restart until it wrote the first chunk (start-up,
+    /// the leader noticing it and finding its log compacted).
+    pub transfer_start_ms: Option<f64>,
+    /// From the first chunk written until the last (chunks read, sent, received, written).
+    pub transfer_ms: Option<f64>,
+    /// Install: trailer, fdatasync, rename, directory sync, log discarded (storage rule 15).
+    pub install_ms: Option<f64>,
+    /// From the install until the follower reported the snapshot applied (reading the file
+    /// back, checking it, restoring the state machine; plus one status round trip).
+    pub restore_ms: Option<f64>,
     /// Offline, on the same snapshot file after the run: read it, check its checksum and
     /// restore a key-value machine from it (the follower does the same after the install).
     pub offline_restore_ms: f64,
-    /// `snapshot_ms - offline_restore_ms - raw write+fdatasync of the file's size`: what is
-    /// left for the transfer itself (chunks read, sent, received, written), an estimate.
-    pub transfer_ms_estimate: f64,
     pub snapshots_installed: u64,
 }
 
@@ -229,7 +237,7 @@ pub fn run_inner(a: &CatchupArgs) -> anyhow::Result<CatchupReport> {
     );
     let mut runs = Vec::new();
     for r in 1..=a.runs {
-        let run = one_run(a, &parent, r, writes, raw_ms).with_context(|| format!("run {r}"))?;
+        let run = one_run(a, &parent, r, writes).with_context(|| format!("run {r}"))?;
         println!(
             "  run {r}: {:.1} MiB snapshot caught up in {:.3} s = {:.2} GB/s (start-up {:.0} ms, \
              snapshot {:.0} ms, tail {:.0} ms; offline restore {:.0} ms)",
@@ -346,13 +354,7 @@ fn write_state(
     Ok(())
 }
 
-fn one_run(
-    a: &CatchupArgs,
-    parent: &Path,
-    run: u64,
-    writes: u64,
-    raw_write_sync_ms: f64,
-) -> anyhow::Result<CatchupRun> {
+fn one_run(a: &CatchupArgs, parent: &Path, run: u64, writes: u64) -> anyhow::Result<CatchupRun> {
     let spec = ClusterArgs {
         nodes: 3,
         dir: PathBuf::new(),
@@ -421,6 +423,7 @@ fn one_run(
         .len();
     // Step 4.
     let mut poll = Client::new(cluster.client_config())?;
+    let t0_wall = std::time::SystemTime::now();
     let t0 = Instant::now();
     cluster.start_node(follower)?;
     let mut first_answer: Option<Instant> = None;
@@ -453,6 +456,21 @@ fn one_run(
             ls.snapshot_index
         );
     }
+    // The follower's own time stamps (wall clock, UTC) for the transfer and the install.
+    let log = std::fs::read_to_string(
+        cluster
+            .dir
+            .join("logs")
+            .join(format!("node-{follower}.log")),
+    )
+    .unwrap_or_default();
+    let t0_unix_s = t0_wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let at_ms = |needle: &str| last_log_time_unix_s(&log, needle).map(|t| (t - t0_unix_s) * 1e3);
+    let recv_start = at_ms("receiving a snapshot");
+    let recv_end = at_ms("snapshot received; installing");
+    let installed = at_ms("snapshot installed");
     // The cluster is idle now (no writer, the follower caught up): measure the restore alone.
     let offline = offline_restore_ms(&snap_path)?;
     drop(cluster);
@@ -475,10 +493,58 @@ fn one_run(
         startup_ms: (first_answer - t0).as_secs_f64() * 1e3,
         snapshot_ms,
         tail_ms: (done_at - snapshot_done).as_secs_f64() * 1e3,
+        transfer_start_ms: recv_start,
+        transfer_ms: recv_start.zip(recv_end).map(|(a, b)| b - a),
+        install_ms: recv_end.zip(installed).map(|(a, b)| b - a),
+        restore_ms: installed.map(|i| (snapshot_done - t0).as_secs_f64() * 1e3 - i),
         offline_restore_ms: offline,
-        transfer_ms_estimate: snapshot_ms - offline - raw_write_sync_ms,
         snapshots_installed: final_status.snapshots_installed,
     })
+}
+
+/// The time (Unix seconds) of the last line of a node's log containing `needle`. Lines start
+/// with an RFC 3339 UTC time stamp (`2026-11-23T17:00:37.327803Z`), possibly inside terminal
+/// colour codes.
+fn last_log_time_unix_s(log: &str, needle: &str) -> Option<f64> {
+    let line = log.lines().rev().find(|l| l.contains(needle))?;
+    // Drop terminal colour codes (ESC '[' ... 'm').
+    let mut plain = String::with_capacity(line.len());
+    let mut in_code = false;
+    for c in line.chars() {
+        match (in_code, c) {
+            (false, '\x1b') => in_code = true,
+            (true, 'm') => in_code = false,
+            (false, c) => plain.push(c),
+            (true, _) => {}
+        }
+    }
+    let start = plain.find(|c: char| c.is_ascii_digit())?;
+    let stamp = plain[start..]
+        .split(|c: char| c == 'Z' || c.is_whitespace())
+        .next()?;
+    parse_rfc3339_utc(stamp)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac]` (UTC) as Unix seconds.
+fn parse_rfc3339_utc(s: &str) -> Option<f64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let ss: f64 = t.next()?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
 }
 
 /// The newest complete snapshot file (`snap-*.snap`) in a node's data directory.
@@ -527,32 +593,41 @@ fn table(r: &CatchupReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n{:>4} {:>10} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9}",
+        "\n{:>4} {:>9} {:>9} {:>6} | {:>9} {:>9} {:>9} {:>9} {:>8} | {:>9}",
         "run",
         "snap MiB",
         "catch-up",
         "GB/s",
-        "start ms",
-        "snap ms",
+        "to 1st ms",
+        "xfer ms",
+        "inst. ms",
+        "restr. ms",
         "tail ms",
-        "restore",
-        "transfer"
+        "offl. rst"
     );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"));
     for x in &r.runs {
         let _ = writeln!(
             s,
-            "{:>4} {:>10.1} {:>8.3}s {:>8.2} {:>9.1} {:>9.1} {:>8.1} {:>9.1} {:>9.1}",
+            "{:>4} {:>9.1} {:>8.3}s {:>6.2} | {:>9} {:>9} {:>9} {:>9} {:>8.1} | {:>9.1}",
             x.run,
             x.snapshot_file_bytes as f64 / (1 << 20) as f64,
             x.catchup_s,
             x.gb_per_s,
-            x.startup_ms,
-            x.snapshot_ms,
+            ms(x.transfer_start_ms),
+            ms(x.transfer_ms),
+            ms(x.install_ms),
+            ms(x.restore_ms),
             x.tail_ms,
-            x.offline_restore_ms,
-            x.transfer_ms_estimate
+            x.offline_restore_ms
         );
     }
+    let _ = writeln!(
+        s,
+        "(to 1st: restart until the first chunk was written; xfer: first to last chunk; inst.: \
+         sync, rename, log discard; restr.: read back, check, restore; offl. rst: the same \
+         restore done offline after the run)"
+    );
     let _ = writeln!(
         s,
         "\nmedian {:.3} s, {:.2} GB/s = {:.2}x raw write+fdatasync ({:.2} GB/s), {:.3}x memcpy ({:.2} GB/s)",
@@ -571,4 +646,23 @@ fn table(r: &CatchupReport) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_time_stamps_parse_through_colour_codes() {
+        let log = "\x1b[2m2026-11-23T17:00:37.327803Z\x1b[0m \x1b[32m INFO\x1b[0m snapshot installed\n\
+                   2026-11-23T17:00:38.5Z INFO other\n";
+        let t = last_log_time_unix_s(log, "snapshot installed").unwrap();
+        // 2026-11-23T00:00:00Z is 1_795_392_000 (date -u -d 2026-11-23 +%s).
+        assert!(
+            (t - (1_795_392_000.0 + 17.0 * 3600.0 + 37.327803)).abs() < 1e-6,
+            "{t}"
+        );
+        assert_eq!(last_log_time_unix_s(log, "absent"), None);
+        assert_eq!(parse_rfc3339_utc("1970-01-01T00:00:01.5"), Some(1.5));
+    }
 }
