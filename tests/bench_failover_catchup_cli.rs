@@ -138,10 +138,18 @@ fn catchup_of_a_small_state_installs_a_snapshot_and_reports_its_rate() {
     // The follower's own log gives the transfer and install phases (nodes log at info level
     // unless RUST_LOG says otherwise).
     if std::env::var_os("RUST_LOG").is_none() {
-        for f in ["transfer_start_ms", "transfer_ms", "install_ms", "restore_ms"] {
+        for f in [
+            "transfer_start_ms",
+            "transfer_ms",
+            "install_ms",
+            "restore_ms",
+        ] {
             assert!(num(r, f) >= 0.0, "{f}: {r}");
         }
-        assert!(num(r, "transfer_start_ms") <= num(r, "catchup_s") * 1e3, "{r}");
+        assert!(
+            num(r, "transfer_start_ms") <= num(r, "catchup_s") * 1e3,
+            "{r}"
+        );
     }
     assert!(num(&v, "gb_per_s_median") > 0.0);
 }
