@@ -12,7 +12,8 @@
 //!    leader's commit index `C0`.
 //! 4. `t0`: the follower is restarted. Its status is polled over the client channel until its
 //!    applied index reaches `C0`: the catch-up time. Polling also gives when the process first
-//!    answered (start-up), when its snapshot was installed and restored, and the log tail after.
+//!    answered (start-up), when its snapshot was installed and restored, and the log tail after
+//!    (the transfer and install phases come from the time stamps of the follower's log).
 //!    After the run the follower must report an installed snapshot, or the run is refused.
 //! 5. GB/s = the leader's snapshot file bytes / catch-up time.
 //!
@@ -446,7 +447,10 @@ fn one_run(a: &CatchupArgs, parent: &Path, run: u64, writes: u64) -> anyhow::Res
                 cluster.dir.join("logs").display()
             );
         }
-        std::thread::sleep(Duration::from_micros(500));
+        // Every 2 ms: each status request costs the follower's loop a status (JSON, a stat per
+        // log segment), so polling faster slows down what it measures; 2 ms of resolution is
+        // 0.2 % of a 1 s catch-up.
+        std::thread::sleep(Duration::from_millis(2));
     };
     let done_at = Instant::now();
     if final_status.snapshots_installed == 0 {
