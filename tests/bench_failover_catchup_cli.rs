@@ -153,3 +153,28 @@ fn catchup_of_a_small_state_installs_a_snapshot_and_reports_its_rate() {
     }
     assert!(num(&v, "gb_per_s_median") > 0.0);
 }
+
+#[test]
+fn impossible_settings_are_usage_errors_that_start_nothing() {
+    for args in [
+        &["bench", "catchup", "--state-mib", "0"][..],
+        &[
+            "bench",
+            "catchup",
+            "--state-mib",
+            "1",
+            "--value-bytes",
+            "1048576",
+        ],
+        &["bench", "failover", "--kills", "0"],
+        &["bench", "failover", "--fsync", "sometimes"],
+    ] {
+        let o = Command::new(SHMRAFT).args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("--"),
+            "{args:?}: the message names the flag: {err}"
+        );
+    }
+}

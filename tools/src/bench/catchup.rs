@@ -148,6 +148,11 @@ pub struct CatchupReport {
 
 /// Runs `shmraft bench catchup`.
 pub fn run(a: &CatchupArgs) -> ExitCode {
+    // A usage error (exit 2) before anything is started.
+    if let Err(e) = validate(a) {
+        eprintln!("shmraft bench catchup: {e:#}");
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
     match run_inner(a) {
         Ok(r) => {
             if r.target_met == Some(false) {
@@ -183,6 +188,17 @@ fn validate(a: &CatchupArgs) -> anyhow::Result<()> {
     }
     if a.runs == 0 {
         bail!("--runs must be at least 1");
+    }
+    // The nodes keep 16 entries behind their snapshot: with fewer writes than a few times that,
+    // the follower's log would not be compacted away and it would catch up by appends.
+    let writes = (a.state_mib << 20).div_ceil(a.value_bytes.max(1));
+    if writes < 64 {
+        bail!(
+            "--state-mib {} with --value-bytes {} gives {writes} writes; at least 64 are needed \
+             so the leader compacts its log past the stopped follower",
+            a.state_mib,
+            a.value_bytes
+        );
     }
     if a.window == 0 || a.window > 4096 {
         bail!("--window must be between 1 and 4096, got {}", a.window);

@@ -145,6 +145,11 @@ pub fn distribution(v: &[f64]) -> Distribution {
 
 /// Runs `shmraft bench failover`.
 pub fn run(a: &FailoverArgs) -> ExitCode {
+    // A usage error (exit 2) before anything is started.
+    if let Err(e) = validate(a) {
+        eprintln!("shmraft bench failover: {e:#}");
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
     match run_inner(a) {
         Ok(r) => {
             if r.target_met == Some(false) {
