@@ -64,16 +64,6 @@ fn default_tick_ms() -> u64 {
     10
 }
 
-/// The node driver's default (`NodeConfig::new`).
-pub fn default_snapshot_bytes() -> u64 {
-    64 << 20
-}
-
-/// The node driver's default (`NodeConfig::new`).
-pub fn default_compaction_retain_entries() -> u64 {
-    1024
-}
-
 impl ClusterFile {
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(CLUSTER_FILE_NAME)
@@ -152,6 +142,16 @@ impl ClusterFile {
             .map_err(|e| anyhow::anyhow!("cluster.json: {e}"))?;
         Ok(c)
     }
+}
+
+/// The node driver's default (`NodeConfig::new`).
+pub fn default_snapshot_bytes() -> u64 {
+    64 << 20
+}
+
+/// The node driver's default (`NodeConfig::new`).
+pub fn default_compaction_retain_entries() -> u64 {
+    1024
 }
 
 /// Whether a process with this pid exists (a zombie counts until it is reaped).
