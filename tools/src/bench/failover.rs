@@ -14,9 +14,8 @@
 //! 5. The killed node is restarted, the bench waits until it has applied what the leader had
 //!    committed, pauses (`--pause-ms`) so the cluster settles, and repeats.
 
-use crate::bench::harness::BenchCluster;
+use crate::bench::harness::{BenchCluster, cluster_args};
 use crate::bench::report::Machine;
-use crate::cluster::ClusterArgs;
 use crate::cluster_file::parse_range_ms;
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -326,18 +325,16 @@ pub fn run_inner(a: &FailoverArgs) -> anyhow::Result<FailoverReport> {
     let machine = Machine::probe(&parent);
     let (emin, emax) = a.election_timeout_ms;
     let heartbeat_ms = (emin / 5).max(1);
-    let spec = ClusterArgs {
-        nodes: 3,
-        dir: PathBuf::new(),
-        fsync: a.fsync.clone(),
-        election_timeout_ms: a.election_timeout_ms,
-        heartbeat_ms,
-        tick_ms: None,
-        snapshot_entries: 100_000,
-        segment_bytes: 64 << 20,
-        restart: false,
-        exit_with_parent: false,
-    };
+    let spec = cluster_args(&[
+        "--nodes".into(),
+        "3".into(),
+        "--fsync".into(),
+        a.fsync.clone(),
+        "--election-timeout-ms".into(),
+        format!("{emin}-{emax}"),
+        "--heartbeat-ms".into(),
+        heartbeat_ms.to_string(),
+    ])?;
     let mut cluster = BenchCluster::start(&spec, &parent, None)?;
     let tick_ms = cluster.cf.tick_ms;
     println!(

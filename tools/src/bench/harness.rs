@@ -179,3 +179,43 @@ pub fn self_cpu() -> Duration {
         .map(|t| Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32))
         .unwrap_or_default()
 }
+
+/// The `ClusterArgs` that `shmraft cluster` builds from `flags` (e.g. `["--fsync", "never"]`),
+/// every setting not named at its command-line default. Benchmarks build their specs this way
+/// rather than as struct literals, so a setting added to `ClusterArgs` later gets its default
+/// instead of breaking them.
+pub fn cluster_args(flags: &[String]) -> anyhow::Result<ClusterArgs> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    }
+    let argv = ["cluster", "--dir", "."]
+        .into_iter()
+        .map(String::from)
+        .chain(flags.iter().cloned());
+    Flags::try_parse_from(argv)
+        .map(|f| f.cluster)
+        .map_err(|e| anyhow::anyhow!("cluster settings {flags:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_args_take_the_named_flags_and_the_command_line_defaults() {
+        let a = cluster_args(&[
+            "--fsync".into(),
+            "never".into(),
+            "--nodes".into(),
+            "5".into(),
+        ])
+        .unwrap();
+        assert_eq!((a.nodes, a.fsync.as_str()), (5, "never"));
+        assert_eq!(a.election_timeout_ms, (150, 300), "the default");
+        assert_eq!(a.tick_ms, None);
+        assert!(cluster_args(&["--no-such-flag".into()]).is_err());
+    }
+}
