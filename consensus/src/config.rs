@@ -89,6 +89,10 @@ pub struct Config {
     pub compaction_retain_entries: u64,
     /// InstallSnapshot chunk size in bytes.
     pub snapshot_chunk_bytes: u64,
+    /// Bytes of InstallSnapshot chunks in flight to one follower, unacknowledged (at least one
+    /// chunk is always sent). Keep it well under the transport's buffer to a peer (the node's
+    /// rings are 1 MiB): a chunk that does not fit is dropped and resent only after a stall.
+    pub snapshot_inflight_bytes: u64,
     #[cfg(feature = "bug-seeding")]
     pub bugs: BugSwitches,
 }
@@ -139,6 +143,7 @@ impl Config {
             snapshot_bytes: 64 * 1024 * 1024,
             compaction_retain_entries: 1024,
             snapshot_chunk_bytes: 256 * 1024,
+            snapshot_inflight_bytes: 512 * 1024,
             #[cfg(feature = "bug-seeding")]
             bugs: BugSwitches::default(),
         }
@@ -172,7 +177,7 @@ impl Config {
         if self.read_mode == ReadMode::Lease && !self.check_quorum {
             return Err(ConfigError::LeaseWithoutCheckQuorum);
         }
-        let limits: [(&'static str, u64); 9] = [
+        let limits: [(&'static str, u64); 10] = [
             ("max_unstable_bytes", self.max_unstable_bytes),
             ("max_msg_bytes", self.max_msg_bytes),
             ("max_msg_entries", self.max_msg_entries as u64),
@@ -182,6 +187,7 @@ impl Config {
             ("max_entry_bytes", self.max_entry_bytes),
             ("max_apply_bytes", self.max_apply_bytes),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            ("snapshot_inflight_bytes", self.snapshot_inflight_bytes),
         ];
         for (name, v) in limits {
             if v == 0 {

@@ -401,10 +401,21 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// 64-bit FNV-1a: simple, deterministic across processes and platforms (unlike std's randomly
-/// seeded `DefaultHasher`), and good enough to compare replica states.
+/// A 64-bit FNV-1a-style digest: simple and deterministic across processes and platforms
+/// (unlike std's randomly seeded `DefaultHasher`), good enough to compare replica states.
+///
+/// Whole 8-byte little-endian words are mixed in one step (xor, multiply by the FNV prime,
+/// rotate; inputs of 128 bytes or more in four interleaved lanes), the remaining bytes one at
+/// a time as in FNV-1a. Byte-at-a-time FNV runs at about
+/// 1 GB/s, and a node computes the digest of its whole state for its status: with a state of
+/// hundreds of MiB that stalled the event loop for a third of a second (found profiling
+/// `shmraft bench catchup`). Every step is a bijection of the running value (and of the lane
+/// values), so two inputs of the same length that differ in one word always give different
+/// digests.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Fnv64(u64);
+
+const FNV64_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 impl Fnv64 {
     pub(crate) const fn new() -> Self {
@@ -412,10 +423,46 @@ impl Fnv64 {
     }
 
     pub(crate) fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        let mut rest = bytes;
+        if rest.len() >= 4 * 32 {
+            // Long inputs (values of a large state): four independent lanes, so the multiplies
+            // overlap instead of waiting on each other, then the lanes folded in one by one.
+            let mut lanes = [
+                self.0,
+                self.0 ^ 0x9e37_79b9_7f4a_7c15,
+                self.0 ^ 0xc2b2_ae3d_27d4_eb4f,
+                self.0 ^ 0x1656_67b1_9e37_79f9,
+            ];
+            let mut blocks = rest.chunks_exact(32);
+            for b in &mut blocks {
+                for (lane, w) in lanes.iter_mut().zip(b.chunks_exact(8)) {
+                    let w = u64::from_le_bytes(w.try_into().expect("chunks of 8"));
+                    *lane = Self::mix(*lane, w);
+                }
+            }
+            rest = blocks.remainder();
+            for lane in lanes {
+                self.0 = Self::mix(self.0, lane);
+            }
         }
+        let mut words = rest.chunks_exact(8);
+        for w in &mut words {
+            self.0 = Self::mix(
+                self.0,
+                u64::from_le_bytes(w.try_into().expect("chunks of 8")),
+            );
+        }
+        for &b in words.remainder() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(FNV64_PRIME);
+        }
+    }
+
+    /// One word into a running value: a bijection of the value for a fixed word and of the word
+    /// for a fixed value.
+    #[inline(always)]
+    fn mix(h: u64, w: u64) -> u64 {
+        (h ^ w).wrapping_mul(FNV64_PRIME).rotate_left(29)
     }
 
     pub(crate) fn write_u64(&mut self, v: u64) {
@@ -706,8 +753,7 @@ impl CrcReader<'_> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    /// A `u32`-length-prefixed byte string of at most `max` bytes. Reads through `take`, so a
-    /// forged length cannot make us allocate more than the stream actually holds.
+    /// A `u32`-length-prefixed byte string of at most `max` bytes (checked before allocating).
     pub(crate) fn framed(&mut self, max: usize) -> io::Result<Vec<u8>> {
         let len = self.u32()? as usize;
         if len > max {
@@ -716,12 +762,24 @@ impl CrcReader<'_> {
                 format!("length {len} exceeds the limit {max}"),
             ));
         }
-        let mut out = Vec::new();
-        (&mut *self.inner).take(len as u64).read_to_end(&mut out)?;
-        if out.len() != len {
+        // At most `max` bytes, so a forged length costs one bounded allocation before the
+        // short read below refuses it. One exact-size buffer: `read_to_end` into an empty
+        // vector regrew (and recopied) every value several times, and a restore reads every
+        // key and value of the state through here.
+        let mut out = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            match self.inner.read(&mut out[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if got != len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{} of {len} bytes before the end of the image", out.len()),
+                format!("{got} of {len} bytes before the end of the image"),
             ));
         }
         self.crc.update(&out);
@@ -1166,6 +1224,24 @@ mod tests {
         again.restore(&mut input).unwrap();
         assert_eq!(again, sm);
         assert_eq!(input, b"rest");
+    }
+
+    #[test]
+    fn digest_sees_a_change_of_any_single_byte_of_a_long_value() {
+        let base = vec![0x5au8; 4096 + 13];
+        let digest = |bytes: &[u8]| {
+            let mut h = Fnv64::new();
+            h.write(bytes);
+            h.finish()
+        };
+        let d0 = digest(&base);
+        // Every position class: inside the four lanes, the word tail, the byte tail.
+        for at in [0, 7, 8, 31, 32, 100, 4095, 4096, 4100, 4108] {
+            let mut v = base.clone();
+            v[at] ^= 1;
+            assert_ne!(digest(&v), d0, "a flip at byte {at} went unnoticed");
+        }
+        assert_ne!(digest(&base[..4096]), d0);
     }
 
     #[test]

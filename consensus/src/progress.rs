@@ -18,16 +18,47 @@ pub enum ProgressState {
     Snapshot(SnapshotTransfer),
 }
 
-/// An InstallSnapshot transfer in progress. Stop-and-wait: one chunk in flight at a time.
+/// An InstallSnapshot transfer in progress. Chunks are streamed: up to
+/// `Config::snapshot_inflight_bytes` of them travel unacknowledged, so the follower always has
+/// the next chunk while it writes one (a stop-and-wait transfer pays a round trip per chunk).
+/// The follower accepts chunks only in order and answers each with the bytes it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotTransfer {
     pub meta: SnapshotMeta,
-    /// Bytes the follower has confirmed receiving.
+    /// Bytes the follower has confirmed receiving. Grows, except when the follower starts over.
     pub offset: u64,
-    /// Whether a chunk is in flight (its answer not yet received).
-    pub in_flight: bool,
-    /// Leader ticks since the chunk in flight was sent (retransmit when stalled).
+    /// Offset of the next chunk to send. Invariant: `offset <= next_send`; the chunks in
+    /// `[offset, next_send)` are in flight.
+    pub next_send: u64,
+    /// The final chunk is in flight (nothing more to send until an answer or a retransmit).
+    pub last_sent: bool,
+    /// Leader ticks since the follower last confirmed progress (retransmit when stalled).
     pub stalled_ticks: u64,
+}
+
+impl SnapshotTransfer {
+    /// A transfer of `meta` from its first byte.
+    pub fn new(meta: SnapshotMeta) -> SnapshotTransfer {
+        SnapshotTransfer {
+            meta,
+            offset: 0,
+            next_send: 0,
+            last_sent: false,
+            stalled_ticks: 0,
+        }
+    }
+
+    /// Whether chunks are sent and not yet confirmed.
+    pub fn in_flight(&self) -> bool {
+        self.last_sent || self.next_send > self.offset
+    }
+
+    /// Sends again from what the follower confirmed (chunks were lost, or it started over).
+    pub fn rewind_to(&mut self, offset: u64) {
+        self.offset = offset;
+        self.next_send = offset;
+        self.last_sent = false;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +147,14 @@ impl Progress {
     }
 
     pub fn check(&self) -> Result<(), String> {
+        if let ProgressState::Snapshot(t) = &self.state {
+            if t.offset > t.next_send {
+                return Err(format!(
+                    "progress of {}: snapshot transfer confirmed {} > sent {}",
+                    self.id, t.offset, t.next_send
+                ));
+            }
+        }
         if self.match_index >= self.next_index {
             return Err(format!(
                 "progress of {}: match_index {} >= next_index {}",

@@ -1587,8 +1587,11 @@ impl<S: LogStore> Raft<S> {
                     }
                 }
                 ProgressState::Snapshot(t) => {
-                    if t.in_flight && t.stalled_ticks > 2 * hb {
-                        t.in_flight = false; // retransmit the chunk
+                    if t.in_flight() && t.stalled_ticks > 2 * hb {
+                        // Chunks or their answers were lost: send again from the confirmed
+                        // offset.
+                        let confirmed = t.offset;
+                        t.rewind_to(confirmed);
                     }
                 }
             }
@@ -1626,10 +1629,20 @@ impl<S: LogStore> Raft<S> {
                 // Appends resume right after the snapshot (Raft §7).
                 pr.maybe_update(snapshot_index);
                 pr.become_probe(snapshot_index.next());
-            } else {
-                t.offset = next_offset;
-                t.in_flight = false;
+            } else if next_offset < t.offset || next_offset > t.next_send {
+                // The follower holds less than it confirmed before (it restarted and lost its
+                // partial file) or more than this round sent (chunks sent before a rewind
+                // arrived after all): continue from what it holds.
+                t.rewind_to(next_offset);
                 t.stalled_ticks = 0;
+            } else {
+                // Chunks arrive in order, so everything before `next_offset` is received.
+                // An answer without progress (a chunk after a lost one) changes nothing; the
+                // stall check resends.
+                if next_offset > t.offset {
+                    t.stalled_ticks = 0;
+                }
+                t.offset = next_offset;
             }
         }
         if done {
@@ -1656,7 +1669,10 @@ impl<S: LogStore> Raft<S> {
                     return;
                 }
                 ProgressState::Snapshot(t) => {
-                    if t.in_flight {
+                    if t.last_sent
+                        || (t.next_send > t.offset
+                            && t.next_send - t.offset >= self.cfg.snapshot_inflight_bytes)
+                    {
                         return;
                     }
                     (pr.next_index, true)
@@ -1665,7 +1681,7 @@ impl<S: LogStore> Raft<S> {
             }
         };
         if state_snapshot {
-            self.send_snapshot_chunk(pos);
+            self.send_snapshot_chunks(pos);
             return;
         }
         let prev = next.prev();
@@ -1749,34 +1765,50 @@ impl<S: LogStore> Raft<S> {
         let Role::Leader(ls) = &mut self.role else {
             return;
         };
-        ls.progress[pos].state = ProgressState::Snapshot(SnapshotTransfer {
-            meta,
-            offset: 0,
-            in_flight: false,
-            stalled_ticks: 0,
-        });
-        self.send_snapshot_chunk(pos);
+        ls.progress[pos].state = ProgressState::Snapshot(SnapshotTransfer::new(meta));
+        self.send_snapshot_chunks(pos);
     }
 
-    fn send_snapshot_chunk(&mut self, pos: usize) {
+    /// Sends chunks of the snapshot transfer at `pos` until the in-flight window is full or
+    /// the last chunk is sent (Raft §7, streamed: see `SnapshotTransfer`).
+    fn send_snapshot_chunks(&mut self, pos: usize) {
+        let window = self.cfg.snapshot_inflight_bytes;
+        // Bounded by the window: each chunk moves `next_send` forward by at least one byte or
+        // sets `last_sent`; the bound below is a backstop.
+        let max_chunks = window / self.cfg.snapshot_chunk_bytes.max(1) + 2;
+        for _ in 0..max_chunks {
+            let more = {
+                let Role::Leader(ls) = &self.role else { return };
+                let ProgressState::Snapshot(t) = &ls.progress[pos].state else {
+                    return;
+                };
+                !t.last_sent && (t.next_send == t.offset || t.next_send - t.offset < window)
+            };
+            if !more || !self.send_snapshot_chunk(pos) {
+                return;
+            }
+        }
+    }
+
+    /// Sends the chunk at the transfer's `next_send`; false if nothing could be sent.
+    fn send_snapshot_chunk(&mut self, pos: usize) -> bool {
         let chunk_bytes = self.cfg.snapshot_chunk_bytes;
         let Role::Leader(ls) = &mut self.role else {
-            return;
+            return false;
         };
         let pr = &mut ls.progress[pos];
         let to = pr.id;
         let ProgressState::Snapshot(t) = &mut pr.state else {
-            return;
+            return false;
         };
         let read = self
             .store
-            .snapshot_chunk(t.meta.last_included_index, t.offset, chunk_bytes);
+            .snapshot_chunk(t.meta.last_included_index, t.next_send, chunk_bytes);
         let (data, done) = match read {
             Ok(x) => x,
             Err(LogError::SnapshotUnavailable { .. }) => {
                 // A newer snapshot replaced it: restart the transfer with that one.
-                t.meta = self.store.snapshot_meta();
-                t.offset = 0;
+                *t = SnapshotTransfer::new(self.store.snapshot_meta());
                 match self
                     .store
                     .snapshot_chunk(t.meta.last_included_index, 0, chunk_bytes)
@@ -1784,20 +1816,24 @@ impl<S: LogStore> Raft<S> {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::error!(node = %self.id, error = %e, "reading the snapshot to send");
-                        return;
+                        return false;
                     }
                 }
             }
             Err(e) => {
                 tracing::error!(node = %self.id, error = %e, "reading the snapshot to send");
-                return;
+                return false;
             }
         };
-        t.in_flight = true;
-        t.stalled_ticks = 0;
+        if !t.in_flight() {
+            t.stalled_ticks = 0;
+        }
+        let offset = t.next_send;
+        t.next_send += data.len() as u64;
+        t.last_sent = done;
         let body = MessageBody::InstallSnapshot {
             meta: t.meta.clone(),
-            offset: t.offset,
+            offset,
             data,
             done,
         };
@@ -1807,6 +1843,7 @@ impl<S: LogStore> Raft<S> {
             term: self.current_term,
             body,
         });
+        true
     }
 
     /// Raft §5.3/§5.4.2: the highest index stored on a majority commits if it is of the current
@@ -2255,6 +2292,104 @@ mod tests {
             }
         }
         panic!("node 1 was not elected");
+    }
+
+    /// Offsets of the InstallSnapshot chunks in `msgs`, in order.
+    fn chunk_offsets(msgs: &[Message]) -> Vec<(u64, bool)> {
+        msgs.iter()
+            .filter_map(|m| match &m.body {
+                MessageBody::InstallSnapshot { offset, done, .. } => Some((*offset, *done)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Raft §7, streamed: the leader keeps up to `snapshot_inflight_bytes` of chunks in flight,
+    /// sends more as the follower confirms, resends from the confirmed offset after a stall
+    /// (lost chunks), and starts over when the follower does.
+    #[test]
+    fn raft_7_snapshot_chunks_stream_within_the_window_and_resend_after_a_stall() {
+        let mut nodes = elect(3);
+        let leader = &mut nodes[0];
+        leader.cfg.snapshot_chunk_bytes = 100;
+        leader.cfg.snapshot_inflight_bytes = 300;
+        let term = leader.current_term;
+        let meta = SnapshotMeta {
+            last_included_index: leader.last_index(),
+            last_included_term: term,
+            membership: Default::default(),
+        };
+        let idx = meta.last_included_index;
+        leader
+            .store_mut()
+            .set_snapshot(meta, Payload::new(vec![7u8; 1000]));
+        let pos = leader.peer_pos(NodeId(2)).unwrap();
+        leader.start_snapshot(pos);
+        let (now, _) = drain(leader);
+        assert_eq!(
+            chunk_offsets(&now),
+            vec![(0, false), (100, false), (200, false)],
+            "three chunks fill the 300-byte window"
+        );
+        let answer = |next_offset: u64, done: bool| Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term,
+            body: MessageBody::InstallSnapshotResponse {
+                snapshot_index: idx,
+                next_offset,
+                done,
+            },
+        };
+        leader.step(answer(100, false)).unwrap();
+        assert_eq!(chunk_offsets(&drain(leader).0), vec![(300, false)]);
+        // An answer without progress (a chunk after a lost one) sends nothing more.
+        leader.step(answer(100, false)).unwrap();
+        assert_eq!(chunk_offsets(&drain(leader).0), vec![]);
+        // A stall: heartbeat answers arrive, chunk answers do not; the transfer resends from
+        // the confirmed offset.
+        let hb = leader.cfg.heartbeat_interval_ticks;
+        for _ in 0..=2 * hb {
+            leader.tick();
+        }
+        drain(leader);
+        leader
+            .step(Message {
+                from: NodeId(2),
+                to: NodeId(1),
+                term,
+                body: MessageBody::HeartbeatResponse { read_seq: 0 },
+            })
+            .unwrap();
+        assert_eq!(
+            chunk_offsets(&drain(leader).0),
+            vec![(100, false), (200, false), (300, false)]
+        );
+        // The follower started over (a restart lost its partial file): so does the leader.
+        leader.step(answer(0, false)).unwrap();
+        assert_eq!(
+            chunk_offsets(&drain(leader).0),
+            vec![(0, false), (100, false), (200, false)]
+        );
+        // Confirmations up to the end: the last chunk says done, nothing is sent past it.
+        for confirmed in [300, 600, 900] {
+            leader.step(answer(confirmed, false)).unwrap();
+            drain(leader);
+        }
+        leader.check_invariants().unwrap();
+        let Role::Leader(ls) = &leader.role else {
+            panic!("not leader")
+        };
+        let ProgressState::Snapshot(t) = &ls.progress[pos].state else {
+            panic!("not sending a snapshot")
+        };
+        assert!(t.last_sent && t.next_send == 1000 && t.offset == 900);
+        leader.step(answer(1000, true)).unwrap();
+        let Role::Leader(ls) = &leader.role else {
+            panic!("not leader")
+        };
+        assert_eq!(ls.progress[pos].match_index, idx);
+        assert_eq!(ls.progress[pos].state, ProgressState::Probe);
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub fn prepare(a: &ClusterArgs) -> anyhow::Result<ClusterFile> {
             .tick_ms
             .unwrap_or(if a.election_timeout_ms.0 < 100 { 1 } else { 10 }),
         snapshot_entries: a.snapshot_entries,
+        snapshot_bytes: crate::cluster_file::default_snapshot_bytes(),
+        compaction_retain_entries: crate::cluster_file::default_compaction_retain_entries(),
         segment_bytes: a.segment_bytes,
         ring_bytes: 1 << 20,
         spin_us: a.spin_us,

@@ -47,6 +47,14 @@ pub struct ClusterFile {
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
     pub snapshot_entries: u64,
+    /// Snapshot after this many applied entry bytes (0: never by size). Absent in files of
+    /// older builds: the node default, 64 MiB.
+    #[serde(default = "default_snapshot_bytes")]
+    pub snapshot_bytes: u64,
+    /// Entries kept behind a snapshot when compacting. Absent in files of older builds: the
+    /// node default, 1024.
+    #[serde(default = "default_compaction_retain_entries")]
+    pub compaction_retain_entries: u64,
     pub segment_bytes: u64,
     pub ring_bytes: usize,
     /// How long a node's loop spins before parking, microseconds.
@@ -132,6 +140,8 @@ impl ClusterFile {
         c.heartbeat_ms = self.heartbeat_ms;
         c.tick_ms = self.tick_ms;
         c.snapshot_entries = self.snapshot_entries;
+        c.snapshot_bytes = self.snapshot_bytes;
+        c.compaction_retain_entries = self.compaction_retain_entries;
         c.segment_bytes = self.segment_bytes;
         c.ring_bytes = self.ring_bytes;
         c.spin_us = self.spin_us;
@@ -140,6 +150,16 @@ impl ClusterFile {
             .map_err(|e| anyhow::anyhow!("cluster.json: {e}"))?;
         Ok(c)
     }
+}
+
+/// The node driver's default (`NodeConfig::new`).
+pub fn default_snapshot_bytes() -> u64 {
+    64 << 20
+}
+
+/// The node driver's default (`NodeConfig::new`).
+pub fn default_compaction_retain_entries() -> u64 {
+    1024
 }
 
 /// Whether a process with this pid exists (a zombie counts until it is reaped).
@@ -194,6 +214,23 @@ mod tests {
         assert!(parse_range_ms("300-150").is_err());
         assert!(parse_range_ms("x").is_err());
         assert!(parse_range_ms("0-10").is_err());
+    }
+
+    #[test]
+    fn a_cluster_file_without_the_snapshot_size_fields_reads_with_the_node_defaults() {
+        let old = r#"{"version":1,"cluster_id":7,"runtime_dir":"/dev/shm/x","fsync":"never",
+            "election_timeout_ms":[150,300],"heartbeat_ms":30,"tick_ms":10,
+            "snapshot_entries":100000,"segment_bytes":67108864,"ring_bytes":1048576,
+            "nodes":[{"id":1,"data_dir":"/tmp/n1","pid":null}]}"#;
+        let f: ClusterFile = serde_json::from_str(old).unwrap();
+        let defaults = NodeConfig::new(NodeId(1), vec![NodeId(1)], "/d", "/r");
+        assert_eq!(f.snapshot_bytes, defaults.snapshot_bytes);
+        assert_eq!(
+            f.compaction_retain_entries,
+            defaults.compaction_retain_entries
+        );
+        let c = f.node_config(Path::new("/tmp"), 1).unwrap();
+        assert_eq!(c.snapshot_bytes, defaults.snapshot_bytes);
     }
 
     #[test]

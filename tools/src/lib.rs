@@ -61,7 +61,7 @@ pub enum Command {
     CheckHistory(check_history::CheckHistoryArgs),
     /// Cluster benchmarks: throughput and latency per fsync policy and client count, with
     /// same-run baselines, a table, JSON and an SVG plot.
-    Bench(bench::BenchArgs),
+    Bench(bench::BenchCli),
 }
 
 /// `shmraft wal ...`
@@ -125,7 +125,11 @@ where
         Command::Wal(WalCommand::Bench(a)) => wal_bench::run_bench_cmd(&a),
         Command::Wal(WalCommand::OpenBench(a)) => wal_bench::run_open_bench_cmd(&a),
         Command::CheckHistory(a) => check_history::run(&a),
-        Command::Bench(a) => bench::run(&a),
+        Command::Bench(b) => match b.sub {
+            Some(bench::BenchSub::Failover(a)) => bench::failover::run(&a),
+            Some(bench::BenchSub::Catchup(a)) => bench::catchup::run(&a),
+            None => bench::run(&b.run),
+        },
     }
 }
 

@@ -206,6 +206,7 @@ impl WalLogStore {
                 &encode_membership(&c.meta.membership),
             )?;
             self.incoming = Some((c.meta.clone(), w));
+            tracing::info!(index = %c.meta.last_included_index, "receiving a snapshot");
         }
         let Some((meta, w)) = self.incoming.as_mut() else {
             return Err(st::StorageError::Snapshot(format!(
@@ -239,13 +240,17 @@ impl WalLogStore {
             &m, meta,
             "installing a snapshot other than the one received"
         );
+        let data_bytes = w.data_bytes();
+        tracing::info!(index = %meta.last_included_index, data_bytes, "snapshot received; installing");
         self.storage.snapshots.finish(w)?;
         // A crash here is completed by `reconcile_with_snapshot` at the next open.
         // Raft §7: the core asked us to discard the whole log.
         self.discard_log_for_snapshot(
             st::LogIndex(meta.last_included_index.get()),
             st::LogTerm(meta.last_included_term.get()),
-        )
+        )?;
+        tracing::info!(index = %meta.last_included_index, "snapshot installed");
+        Ok(())
     }
 
     /// Appends entries, first truncating every entry at or after `entries[0].index` (conflict

@@ -467,6 +467,9 @@ impl Sim {
         c.max_msg_entries = 64;
         c.max_inflight_bytes = 64 * 1024;
         c.snapshot_chunk_bytes = 256;
+        // Three chunks in flight: transfers exercise the window (full, refilled, rewound after
+        // lost chunks) rather than sending a small snapshot whole.
+        c.snapshot_inflight_bytes = 768;
         c.compaction_retain_entries = 8;
         (self.opts.tweak)(&mut c);
         c

@@ -25,6 +25,17 @@ impl BenchCluster {
     /// when `keep` is set) with the settings of `spec` (its `dir` field is ignored), starts one
     /// process per node and waits until a leader is elected.
     pub fn start(spec: &ClusterArgs, parent: &Path, keep: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(spec, parent, keep, |_| {})
+    }
+
+    /// [`BenchCluster::start`], with `edit` applied to the cluster file before any node starts
+    /// (for settings `ClusterArgs` has no flag for, such as snapshot thresholds).
+    pub fn start_with(
+        spec: &ClusterArgs,
+        parent: &Path,
+        keep: Option<&str>,
+        edit: impl FnOnce(&mut ClusterFile),
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
         let (dir, tmp) = match keep {
@@ -47,8 +58,13 @@ impl BenchCluster {
         sweep_stale_runtime_dirs();
         let mut a = spec.clone();
         a.dir = dir.clone();
-        let cf = prepare(&a)?;
+        let mut cf = prepare(&a)?;
         let dir = std::fs::canonicalize(&dir)?;
+        edit(&mut cf);
+        for n in &cf.nodes {
+            cf.node_config(&dir, n.id)?; // the edited settings are valid
+        }
+        cf.save(&dir)?;
         let mut c = BenchCluster {
             dir,
             cf,
@@ -162,4 +178,44 @@ pub fn self_cpu() -> Duration {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
         .map(|t| Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32))
         .unwrap_or_default()
+}
+
+/// The `ClusterArgs` that `shmraft cluster` builds from `flags` (e.g. `["--fsync", "never"]`),
+/// every setting not named at its command-line default. Benchmarks build their specs this way
+/// rather than as struct literals, so a setting added to `ClusterArgs` later gets its default
+/// instead of breaking them.
+pub fn cluster_args(flags: &[String]) -> anyhow::Result<ClusterArgs> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    }
+    let argv = ["cluster", "--dir", "."]
+        .into_iter()
+        .map(String::from)
+        .chain(flags.iter().cloned());
+    Flags::try_parse_from(argv)
+        .map(|f| f.cluster)
+        .map_err(|e| anyhow::anyhow!("cluster settings {flags:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_args_take_the_named_flags_and_the_command_line_defaults() {
+        let a = cluster_args(&[
+            "--fsync".into(),
+            "never".into(),
+            "--nodes".into(),
+            "5".into(),
+        ])
+        .unwrap();
+        assert_eq!((a.nodes, a.fsync.as_str()), (5, "never"));
+        assert_eq!(a.election_timeout_ms, (150, 300), "the default");
+        assert_eq!(a.tick_ms, None);
+        assert!(cluster_args(&["--no-such-flag".into()]).is_err());
+    }
 }

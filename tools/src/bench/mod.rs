@@ -8,6 +8,8 @@
 //! before and after the window.
 
 pub mod baseline;
+pub mod catchup;
+pub mod failover;
 pub mod harness;
 pub mod load;
 pub mod report;
@@ -25,6 +27,25 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// `shmraft bench [OPTIONS]` (the write benchmark) or `shmraft bench failover|catchup ...`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCli {
+    #[command(subcommand)]
+    pub sub: Option<BenchSub>,
+    #[command(flatten)]
+    pub run: BenchArgs,
+}
+
+/// The other cluster benchmarks.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchSub {
+    /// Repeated leader kills on a 3-node cluster: time to a new leader and to the first commit.
+    Failover(failover::FailoverArgs),
+    /// A follower behind by a snapshot of S MiB: time and GB/s to catch up.
+    Catchup(catchup::CatchupArgs),
+}
 
 /// Measure committed throughput and latency of a real cluster per fsync policy and client count.
 #[derive(clap::Args, Debug, Clone)]

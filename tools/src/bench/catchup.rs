@@ -1,0 +1,689 @@
+//! `shmraft bench catchup`: how fast a follower that is behind by a snapshot of S MiB catches up
+//! (InstallSnapshot, Raft §7), against same-run baselines.
+//!
+//! One run, step by step, on a fresh 3-node cluster:
+//! 1. One follower is stopped (SIGKILL).
+//! 2. S MiB of distinct keys are written through the leader with a [`PipelinedClient`]. The
+//!    cluster snapshots by entry count exactly once the writes are applied (`snapshot_entries`
+//!    = the number of writes) and keeps only a few entries behind the snapshot
+//!    (`compaction_retain_entries`), so the stopped follower's log ends long before the
+//!    leader's first entry: it can only catch up by a snapshot.
+//! 3. The bench waits until the leader's snapshot covering the writes is durable, and reads the
+//!    leader's commit index `C0`.
+//! 4. `t0`: the follower is restarted. Its status is polled over the client channel until its
+//!    applied index reaches `C0`: the catch-up time. Polling also gives when the process first
+//!    answered (start-up), when its snapshot was installed and restored, and the log tail after
+//!    (the transfer and install phases come from the time stamps of the follower's log).
+//!    After the run the follower must report an installed snapshot, or the run is refused.
+//! 5. GB/s = the leader's snapshot file bytes / catch-up time.
+//!
+//! Baselines, measured in the same run on the same disk: memcpy GB/s, and a raw sequential
+//! `write` of the snapshot's size in 1 MiB pieces followed by one `fdatasync` (what receiving
+//! and installing the file durably costs at least). And, offline on the leader's snapshot file
+//! after the run: reading and checking it plus restoring a key-value machine from it (what the
+//! follower's restore costs, so the transfer's share can be estimated).
+
+use crate::bench::harness::{BenchCluster, cluster_args};
+use crate::bench::report::Machine;
+use crate::cluster_file::parse_range_ms;
+use crate::wal_bench::baseline_memcpy_gb_per_s;
+use anyhow::{Context, bail};
+use serde::Serialize;
+use shmraft_consensus::StateMachine;
+use shmraft_consensus::kv::{KvCommand, KvStateMachine};
+use shmraft_consensus::node::client::Client;
+use shmraft_consensus::node::pipeline::{Completion, PipelinedClient};
+use shmraft_consensus::node::status::NodeStatus;
+use shmraft_consensus::types::NodeId;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// A follower behind by a snapshot of S MiB: the time and GB/s to catch up.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CatchupArgs {
+    /// Size of the state (the sum of the written values), MiB.
+    #[arg(long, default_value_t = 256)]
+    pub state_mib: u64,
+    /// Bytes of each written value (one distinct key each).
+    #[arg(long, default_value_t = 4096)]
+    pub value_bytes: u64,
+    /// Catch-ups to measure, each on a fresh cluster.
+    #[arg(long, default_value_t = 3)]
+    pub runs: u64,
+    /// fsync policy of the nodes: always, batch, batch:<us>:<bytes>, interval:<ms>, never.
+    #[arg(long, default_value = "never")]
+    pub fsync: String,
+    /// Writes in flight while the state is written.
+    #[arg(long, default_value_t = 32)]
+    pub window: u64,
+    /// Election timeout range of the nodes, milliseconds (heartbeats every MIN/5 ms).
+    #[arg(long, default_value = "150-300", value_parser = parse_range_ms)]
+    pub election_timeout_ms: (u64, u64),
+    /// Where the clusters' directories are created (the disk under test).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep each run's cluster directory (node logs, data) under --dir as `catchup-run-N`.
+    #[arg(long)]
+    pub keep: bool,
+    /// Write every figure as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// One catch-up.
+#[derive(Clone, Debug, Serialize)]
+pub struct CatchupRun {
+    pub run: u64,
+    pub follower: u64,
+    pub leader: u64,
+    pub writes: u64,
+    /// Seconds to write the state through the leader (with one follower down).
+    pub write_s: f64,
+    pub write_mb_per_s: f64,
+    pub snapshot_index: u64,
+    /// Size of the leader's snapshot file (header, membership, data, trailer).
+    pub snapshot_file_bytes: u64,
+    /// The leader's commit index when the follower was restarted: caught up = applied this.
+    pub leader_commit_at_t0: u64,
+    /// From the restart until the follower had applied `leader_commit_at_t0`.
+    pub catchup_s: f64,
+    /// `snapshot_file_bytes / catchup_s`, 10^9 bytes per second.
+    pub gb_per_s: f64,
+    /// From the restart until the follower first answered a status request (process start,
+    /// storage recovery, transport set-up).
+    pub startup_ms: f64,
+    /// From the first answer until the follower reported the snapshot installed and restored
+    /// (transfer, install: sync + rename + log discard, restore into the state machine).
+    pub snapshot_ms: f64,
+    /// From then until it had applied `leader_commit_at_t0` (the log after the snapshot).
+    pub tail_ms: f64,
+    /// The follower's side, from the time stamps of its log lines (None if its log level hides
+    /// them, e.g. `RUST_LOG=warn`): from the restart until it wrote the first chunk (start-up,
+    /// the leader noticing it and finding its log compacted).
+    pub transfer_start_ms: Option<f64>,
+    /// From the first chunk written until the last (chunks read, sent, received, written).
+    pub transfer_ms: Option<f64>,
+    /// Install: trailer, fdatasync, rename, directory sync, log discarded (storage rule 15).
+    pub install_ms: Option<f64>,
+    /// From the install until the follower reported the snapshot applied (reading the file
+    /// back, checking it, restoring the state machine; plus one status round trip).
+    pub restore_ms: Option<f64>,
+    /// Offline, on the same snapshot file after the run: read it, check its checksum and
+    /// restore a key-value machine from it (the follower does the same after the install).
+    pub offline_restore_ms: f64,
+    pub snapshots_installed: u64,
+}
+
+/// Everything `--json` writes.
+#[derive(Clone, Debug, Serialize)]
+pub struct CatchupReport {
+    pub version: u32,
+    pub command: String,
+    pub machine: Machine,
+    pub nodes: u64,
+    pub fsync: String,
+    pub state_mib: u64,
+    pub value_bytes: u64,
+    /// Baselines of this run: memcpy of 1 MiB pieces, and a raw sequential write of the snapshot
+    /// size in 1 MiB pieces plus one fdatasync, on the disk of the clusters' directories.
+    pub baseline_memcpy_gb_per_s: f64,
+    pub baseline_write_fdatasync_gb_per_s: f64,
+    pub baseline_write_fdatasync_ms: f64,
+    pub runs: Vec<CatchupRun>,
+    pub catchup_s_median: f64,
+    pub gb_per_s_median: f64,
+    pub gb_per_s_min: f64,
+    pub gb_per_s_max: f64,
+    /// `gb_per_s_median / baseline_write_fdatasync_gb_per_s`.
+    pub ratio_gb_per_s_to_write_fdatasync: f64,
+    /// `gb_per_s_median / baseline_memcpy_gb_per_s`.
+    pub ratio_gb_per_s_to_memcpy: f64,
+    /// The issue's target (1 GB/s) applies to a 256 MiB state; None for other sizes.
+    pub target_gb_per_s: Option<f64>,
+    pub target_met: Option<bool>,
+}
+
+/// Runs `shmraft bench catchup`.
+pub fn run(a: &CatchupArgs) -> ExitCode {
+    // A usage error (exit 2) before anything is started.
+    if let Err(e) = validate(a) {
+        eprintln!("shmraft bench catchup: {e:#}");
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    match run_inner(a) {
+        Ok(r) => {
+            if r.target_met == Some(false) {
+                eprintln!(
+                    "shmraft bench catchup: {:.2} GB/s misses the target {:.1} GB/s",
+                    r.gb_per_s_median,
+                    r.target_gb_per_s.unwrap_or(0.0)
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shmraft bench catchup: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn validate(a: &CatchupArgs) -> anyhow::Result<()> {
+    if a.state_mib == 0 || a.state_mib > 64 << 10 {
+        bail!(
+            "--state-mib must be between 1 and 65536, got {}",
+            a.state_mib
+        );
+    }
+    let max_value = shmraft_consensus::kv::MAX_VALUE_BYTES as u64;
+    if a.value_bytes < 16 || a.value_bytes > max_value.min(1 << 20) {
+        bail!(
+            "--value-bytes must be between 16 and {}, got {}",
+            max_value.min(1 << 20),
+            a.value_bytes
+        );
+    }
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    // The nodes keep 16 entries behind their snapshot: with fewer writes than a few times that,
+    // the follower's log would not be compacted away and it would catch up by appends.
+    let writes = (a.state_mib << 20).div_ceil(a.value_bytes.max(1));
+    if writes < 64 {
+        bail!(
+            "--state-mib {} with --value-bytes {} gives {writes} writes; at least 64 are needed \
+             so the leader compacts its log past the stopped follower",
+            a.state_mib,
+            a.value_bytes
+        );
+    }
+    if a.window == 0 || a.window > 4096 {
+        bail!("--window must be between 1 and 4096, got {}", a.window);
+    }
+    let _: shmraft_storage::FsyncPolicy = a
+        .fsync
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--fsync {}: {e}", a.fsync))?;
+    if a.election_timeout_ms.0 < 5 {
+        bail!("--election-timeout-ms minimum must be at least 5 ms");
+    }
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Runs the benchmark and prints its table; returns the report (also written with `--json`).
+pub fn run_inner(a: &CatchupArgs) -> anyhow::Result<CatchupReport> {
+    validate(a)?;
+    let parent = match &a.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let parent = std::fs::canonicalize(&parent)?;
+    let machine = Machine::probe(&parent);
+    let state_bytes = a.state_mib << 20;
+    let writes = state_bytes.div_ceil(a.value_bytes);
+    println!(
+        "shmraft bench catchup: 3 nodes, a {} MiB state ({writes} keys of {} B values), fsync {}, \
+         {} runs, on {} CPUs ({}), data in {}",
+        a.state_mib,
+        a.value_bytes,
+        a.fsync,
+        a.runs,
+        machine.cpus,
+        machine.cpu_model,
+        parent.display()
+    );
+    let memcpy = baseline_memcpy_gb_per_s(1 << 20)?;
+    let (raw_ms, raw_gb) = write_fdatasync_baseline(&parent, state_bytes)?;
+    println!(
+        "baselines: memcpy {memcpy:.2} GB/s; write {} MiB + fdatasync {raw_ms:.1} ms ({raw_gb:.2} GB/s)",
+        a.state_mib
+    );
+    let mut runs = Vec::new();
+    for r in 1..=a.runs {
+        let run = one_run(a, &parent, r, writes).with_context(|| format!("run {r}"))?;
+        println!(
+            "  run {r}: {:.1} MiB snapshot caught up in {:.3} s = {:.2} GB/s (start-up {:.0} ms, \
+             snapshot {:.0} ms, tail {:.0} ms; offline restore {:.0} ms)",
+            run.snapshot_file_bytes as f64 / (1 << 20) as f64,
+            run.catchup_s,
+            run.gb_per_s,
+            run.startup_ms,
+            run.snapshot_ms,
+            run.tail_ms,
+            run.offline_restore_ms
+        );
+        runs.push(run);
+    }
+    let gbs: Vec<f64> = runs.iter().map(|r| r.gb_per_s).collect();
+    let secs: Vec<f64> = runs.iter().map(|r| r.catchup_s).collect();
+    let gb_med = median(&gbs);
+    let target = (a.state_mib == 256).then_some(1.0);
+    let report = CatchupReport {
+        version: 1,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine,
+        nodes: 3,
+        fsync: a.fsync.clone(),
+        state_mib: a.state_mib,
+        value_bytes: a.value_bytes,
+        baseline_memcpy_gb_per_s: memcpy,
+        baseline_write_fdatasync_gb_per_s: raw_gb,
+        baseline_write_fdatasync_ms: raw_ms,
+        catchup_s_median: median(&secs),
+        gb_per_s_median: gb_med,
+        gb_per_s_min: gbs.iter().copied().fold(f64::INFINITY, f64::min),
+        gb_per_s_max: gbs.iter().copied().fold(0.0, f64::max),
+        ratio_gb_per_s_to_write_fdatasync: gb_med / raw_gb.max(1e-9),
+        ratio_gb_per_s_to_memcpy: gb_med / memcpy.max(1e-9),
+        target_gb_per_s: target,
+        target_met: target.map(|t| gb_med >= t),
+        runs,
+    };
+    print!("{}", table(&report));
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(report)
+}
+
+/// A raw sequential write of `bytes` in 1 MiB pieces to a new file in `dir`, then one
+/// fdatasync: (milliseconds, GB/s). The file is removed afterwards.
+pub fn write_fdatasync_baseline(dir: &Path, bytes: u64) -> anyhow::Result<(f64, f64)> {
+    let mut f = tempfile::Builder::new()
+        .prefix("shmraft-catchup-baseline-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a baseline file in {}", dir.display()))?;
+    let piece = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        f.write_all(&piece[..n])
+            .context("writing the baseline file")?;
+        left -= n as u64;
+    }
+    f.as_file()
+        .sync_data()
+        .context("fdatasync of the baseline file")?;
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    Ok((secs * 1e3, bytes as f64 / secs / 1e9))
+}
+
+fn status(c: &mut Client, id: u64, timeout: Duration) -> Option<NodeStatus> {
+    c.status_of(NodeId(id), timeout)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<NodeStatus>(&b).ok())
+}
+
+/// Writes `writes` distinct keys of `value_bytes` through the leader, `window` in flight.
+fn write_state(
+    cluster: &BenchCluster,
+    writes: u64,
+    value_bytes: u64,
+    window: u64,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let mut p = PipelinedClient::new(cluster.client_config())?;
+    let session = p.open_session();
+    let mut done = Vec::<Completion>::new();
+    let (mut submitted, mut completed) = (0u64, 0u64);
+    let mut value = vec![0u8; value_bytes as usize];
+    while completed < writes {
+        while submitted < writes && submitted - completed < window {
+            // Distinct keys and values: nothing in the state compresses or repeats.
+            let key = format!("catchup-{submitted:012}");
+            for (k, b) in value.iter_mut().enumerate() {
+                *b = (submitted as usize).wrapping_mul(31).wrapping_add(k) as u8;
+            }
+            let cmd = KvCommand::Put {
+                key: key.into_bytes(),
+                value: value.clone(),
+            }
+            .encode()?;
+            p.submit_write(session, &cmd, submitted, Duration::from_secs(30))?;
+            submitted += 1;
+        }
+        p.poll(Duration::from_millis(10), &mut done);
+        for c in done.drain(..) {
+            if let Err(e) = c.outcome {
+                bail!("write {} failed: {e}", c.tag);
+            }
+            completed += 1;
+        }
+        bar.set_position(completed);
+    }
+    Ok(())
+}
+
+fn one_run(a: &CatchupArgs, parent: &Path, run: u64, writes: u64) -> anyhow::Result<CatchupRun> {
+    // A restarted node prepares (zero-fills) a fresh segment before it answers anything;
+    // 16 MiB segments keep that start-up cost small against the transfer.
+    let spec = cluster_args(&[
+        "--nodes".into(),
+        "3".into(),
+        "--fsync".into(),
+        a.fsync.clone(),
+        "--election-timeout-ms".into(),
+        format!("{}-{}", a.election_timeout_ms.0, a.election_timeout_ms.1),
+        "--heartbeat-ms".into(),
+        (a.election_timeout_ms.0 / 5).max(1).to_string(),
+        "--snapshot-entries".into(),
+        writes.to_string(),
+        "--segment-bytes".into(),
+        (16u64 << 20).to_string(),
+    ])?;
+    let keep = a.keep.then(|| format!("catchup-run-{run}"));
+    let mut cluster = BenchCluster::start_with(&spec, parent, keep.as_deref(), |cf| {
+        // One snapshot, by entry count, once the writes are applied; a short log behind it.
+        cf.snapshot_bytes = 0;
+        cf.compaction_retain_entries = 16;
+    })?;
+    let mut c = Client::new(cluster.client_config())?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30))?;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&i| i != leader)
+        .context("the cluster has no follower")?;
+    // Step 1.
+    cluster.kill(follower);
+    // Step 2.
+    let bar = crate::progress_bar(writes, &format!("run {run}: writing"));
+    let w0 = Instant::now();
+    write_state(&cluster, writes, a.value_bytes, a.window, &bar)?;
+    let write_s = w0.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    // Step 3: the leader's snapshot covers (nearly) every write and is durable. The snapshot
+    // triggers when `writes` entries were applied since index 0, so it covers all writes but
+    // the few applied in the same batch as the trigger. Leadership may have moved during the
+    // writes (a loaded machine): whoever leads now is the one that will send the snapshot.
+    let running: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&i| i != follower)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let ls = loop {
+        let leader_now = running
+            .iter()
+            .filter_map(|&id| status(&mut c, id, Duration::from_millis(500)))
+            .filter(|s| s.role == "leader")
+            .max_by_key(|s| s.term);
+        match leader_now {
+            Some(s) if s.snapshot_index >= writes => break s,
+            last if Instant::now() >= deadline => bail!(
+                "no leader with a snapshot covering the {writes} writes within 300 s; last                  leader status: {last:?}; node logs are in {}",
+                cluster.dir.join("logs").display()
+            ),
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let leader = ls.id;
+    let leader_commit = ls.commit_index;
+    let snap_path = latest_snapshot_file(&cluster.cf.node(leader)?.data_dir)?;
+    let snapshot_file_bytes = std::fs::metadata(&snap_path)
+        .with_context(|| format!("reading the size of {}", snap_path.display()))?
+        .len();
+    // Step 4.
+    let mut poll = Client::new(cluster.client_config())?;
+    let t0_wall = std::time::SystemTime::now();
+    let t0 = Instant::now();
+    cluster.start_node(follower)?;
+    let mut first_answer: Option<Instant> = None;
+    let mut snapshot_done: Option<Instant> = None;
+    let deadline = t0 + Duration::from_secs(600);
+    let final_status = loop {
+        if let Some(s) = status(&mut poll, follower, Duration::from_millis(20)) {
+            let now = Instant::now();
+            first_answer.get_or_insert(now);
+            if s.snapshots_installed > 0 && s.applied_index >= s.snapshot_index {
+                snapshot_done.get_or_insert(now);
+            }
+            if s.applied_index >= leader_commit {
+                break s;
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "node {follower} did not catch up within 600 s; node logs are in {}",
+                cluster.dir.join("logs").display()
+            );
+        }
+        // Every 2 ms: each status request costs the follower's loop a status (JSON, a stat per
+        // log segment), so polling faster slows down what it measures; 2 ms of resolution is
+        // 0.2 % of a 1 s catch-up.
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let done_at = Instant::now();
+    if final_status.snapshots_installed == 0 {
+        bail!(
+            "node {follower} caught up without installing a snapshot: the leader kept the log it \
+             needed (snapshot at {}, compaction retains entries)",
+            ls.snapshot_index
+        );
+    }
+    // The follower's own time stamps (wall clock, UTC) for the transfer and the install.
+    let log = std::fs::read_to_string(
+        cluster
+            .dir
+            .join("logs")
+            .join(format!("node-{follower}.log")),
+    )
+    .unwrap_or_default();
+    let t0_unix_s = t0_wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let at_ms = |needle: &str| last_log_time_unix_s(&log, needle).map(|t| (t - t0_unix_s) * 1e3);
+    let recv_start = at_ms("receiving a snapshot");
+    let recv_end = at_ms("snapshot received; installing");
+    let installed = at_ms("snapshot installed");
+    // The cluster is idle now (no writer, the follower caught up): measure the restore alone.
+    let offline = offline_restore_ms(&snap_path)?;
+    drop(cluster);
+    let catchup_s = (done_at - t0).as_secs_f64();
+    let first_answer = first_answer.unwrap_or(done_at);
+    let snapshot_done = snapshot_done.unwrap_or(done_at);
+    let snapshot_ms = (snapshot_done - first_answer).as_secs_f64() * 1e3;
+    Ok(CatchupRun {
+        run,
+        follower,
+        leader,
+        writes,
+        write_s,
+        write_mb_per_s: (writes * a.value_bytes) as f64 / write_s.max(1e-9) / 1e6,
+        snapshot_index: ls.snapshot_index,
+        snapshot_file_bytes,
+        leader_commit_at_t0: leader_commit,
+        catchup_s,
+        gb_per_s: snapshot_file_bytes as f64 / catchup_s.max(1e-9) / 1e9,
+        startup_ms: (first_answer - t0).as_secs_f64() * 1e3,
+        snapshot_ms,
+        tail_ms: (done_at - snapshot_done).as_secs_f64() * 1e3,
+        transfer_start_ms: recv_start,
+        transfer_ms: recv_start.zip(recv_end).map(|(a, b)| b - a),
+        install_ms: recv_end.zip(installed).map(|(a, b)| b - a),
+        restore_ms: installed.map(|i| (snapshot_done - t0).as_secs_f64() * 1e3 - i),
+        offline_restore_ms: offline,
+        snapshots_installed: final_status.snapshots_installed,
+    })
+}
+
+/// The time (Unix seconds) of the last line of a node's log containing `needle`. Lines start
+/// with an RFC 3339 UTC time stamp (`2026-11-23T17:00:37.327803Z`), possibly inside terminal
+/// colour codes.
+fn last_log_time_unix_s(log: &str, needle: &str) -> Option<f64> {
+    let line = log.lines().rev().find(|l| l.contains(needle))?;
+    // Drop terminal colour codes (ESC '[' ... 'm').
+    let mut plain = String::with_capacity(line.len());
+    let mut in_code = false;
+    for c in line.chars() {
+        match (in_code, c) {
+            (false, '\x1b') => in_code = true,
+            (true, 'm') => in_code = false,
+            (false, c) => plain.push(c),
+            (true, _) => {}
+        }
+    }
+    let start = plain.find(|c: char| c.is_ascii_digit())?;
+    let stamp = plain[start..]
+        .split(|c: char| c == 'Z' || c.is_whitespace())
+        .next()?;
+    parse_rfc3339_utc(stamp)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac]` (UTC) as Unix seconds.
+fn parse_rfc3339_utc(s: &str) -> Option<f64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let ss: f64 = t.next()?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+/// The newest complete snapshot file (`snap-*.snap`) in a node's data directory.
+fn latest_snapshot_file(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut best: Option<(u64, PathBuf)> = None;
+    for e in
+        std::fs::read_dir(data_dir).with_context(|| format!("listing {}", data_dir.display()))?
+    {
+        let p = e?.path();
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some((index, _)) = shmraft_storage::format::parse_snapshot_file_name(name) {
+            if best.as_ref().is_none_or(|(i, _)| index.0 > *i) {
+                best = Some((index.0, p.clone()));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+        .with_context(|| format!("no snapshot file in {}", data_dir.display()))
+}
+
+/// Reads and verifies a snapshot file and restores a key-value machine (inside exactly-once
+/// sessions, as a node does) from its data; returns milliseconds.
+pub fn offline_restore_ms(path: &Path) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let meta = shmraft_storage::read_snapshot_meta(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let start = (shmraft_storage::format::SNAPSHOT_HEADER_BYTES as usize) + meta.membership.len();
+    let data = bytes
+        .get(start..start + meta.data_bytes as usize)
+        .context("the snapshot file is shorter than its metadata says")?;
+    let mut sm = shmraft_consensus::session::Sessions::new(
+        KvStateMachine::new(),
+        shmraft_consensus::session::SessionConfig::default(),
+    );
+    sm.restore(&mut &data[..])
+        .with_context(|| format!("restoring from {}", path.display()))?;
+    std::hint::black_box(&sm);
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+fn table(r: &CatchupReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{:>4} {:>9} {:>9} {:>6} | {:>9} {:>9} {:>9} {:>9} {:>8} | {:>9}",
+        "run",
+        "snap MiB",
+        "catch-up",
+        "GB/s",
+        "to 1st ms",
+        "xfer ms",
+        "inst. ms",
+        "restr. ms",
+        "tail ms",
+        "offl. rst"
+    );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"));
+    for x in &r.runs {
+        let _ = writeln!(
+            s,
+            "{:>4} {:>9.1} {:>8.3}s {:>6.2} | {:>9} {:>9} {:>9} {:>9} {:>8.1} | {:>9.1}",
+            x.run,
+            x.snapshot_file_bytes as f64 / (1 << 20) as f64,
+            x.catchup_s,
+            x.gb_per_s,
+            ms(x.transfer_start_ms),
+            ms(x.transfer_ms),
+            ms(x.install_ms),
+            ms(x.restore_ms),
+            x.tail_ms,
+            x.offline_restore_ms
+        );
+    }
+    let _ = writeln!(
+        s,
+        "(to 1st: restart until the first chunk was written; xfer: first to last chunk; inst.: \
+         sync, rename, log discard; restr.: read back, check, restore; offl. rst: the same \
+         restore done offline after the run)"
+    );
+    let _ = writeln!(
+        s,
+        "\nmedian {:.3} s, {:.2} GB/s = {:.2}x raw write+fdatasync ({:.2} GB/s), {:.3}x memcpy ({:.2} GB/s)",
+        r.catchup_s_median,
+        r.gb_per_s_median,
+        r.ratio_gb_per_s_to_write_fdatasync,
+        r.baseline_write_fdatasync_gb_per_s,
+        r.ratio_gb_per_s_to_memcpy,
+        r.baseline_memcpy_gb_per_s
+    );
+    if let (Some(t), Some(met)) = (r.target_gb_per_s, r.target_met) {
+        let _ = writeln!(
+            s,
+            "target: >= {t:.1} GB/s for a 256 MiB state: {}",
+            if met { "met" } else { "MISSED" }
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_time_stamps_parse_through_colour_codes() {
+        let log = "\x1b[2m2026-11-23T17:00:37.327803Z\x1b[0m \x1b[32m INFO\x1b[0m snapshot installed\n\
+                   2026-11-23T17:00:38.5Z INFO other\n";
+        let t = last_log_time_unix_s(log, "snapshot installed").unwrap();
+        // 2026-11-23T00:00:00Z is 1_795_392_000 (date -u -d 2026-11-23 +%s).
+        assert!(
+            (t - (1_795_392_000.0 + 17.0 * 3600.0 + 37.327803)).abs() < 1e-6,
+            "{t}"
+        );
+        assert_eq!(last_log_time_unix_s(log, "absent"), None);
+        assert_eq!(parse_rfc3339_utc("1970-01-01T00:00:01.5"), Some(1.5));
+    }
+}
