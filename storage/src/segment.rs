@@ -231,6 +231,19 @@ impl Segment {
         Ok(())
     }
 
+    /// Writes `bytes` at `offset` with pwrite (finishing short writes): gathered records under
+    /// `always`, in the same page cache as the mapping.
+    pub(crate) fn pwrite_all(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        if offset + bytes.len() as u64 > self.bytes {
+            return Err(std::io::Error::other("write beyond the end of the segment"));
+        }
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("segment has no open descriptor"))?;
+        file.write_all_at(bytes, offset)
+    }
+
     /// Whether records can be written with `pwritev` (the descriptor is open).
     pub(crate) fn has_fd(&self) -> bool {
         self.file.is_some()
