@@ -784,8 +784,11 @@ impl<S: StateMachine> Node<S> {
                 need,
                 messages: p.messages,
             });
-            // Under `always` the append returned after its sync: complete at once.
+            // Under `always` the append returned after its sync: complete at once, and send
+            // the acknowledgements now, before this turn applies committed entries: on a
+            // follower the apply is not on the leader's commit path, the ack is.
             self.complete_persists()?;
+            self.flush_outbox();
         }
         self.phase_mark(1);
         // Step 5: restore from the snapshot.
