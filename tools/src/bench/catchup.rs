@@ -225,12 +225,7 @@ fn median(v: &[f64]) -> f64 {
 /// Runs the benchmark and prints its table; returns the report (also written with `--json`).
 pub fn run_inner(a: &CatchupArgs) -> anyhow::Result<CatchupReport> {
     validate(a)?;
-    let parent = match &a.dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir(),
-    };
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let parent = std::fs::canonicalize(&parent)?;
+    let parent = super::data_parent(a.dir.as_deref())?;
     let machine = Machine::probe(&parent);
     let state_bytes = a.state_mib << 20;
     let writes = state_bytes.div_ceil(a.value_bytes);

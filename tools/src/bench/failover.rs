@@ -316,12 +316,7 @@ fn target_for(timeouts: (u64, u64)) -> Option<f64> {
 /// Runs the benchmark and prints its table; returns the report (also written with `--json`).
 pub fn run_inner(a: &FailoverArgs) -> anyhow::Result<FailoverReport> {
     validate(a)?;
-    let parent = match &a.dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir(),
-    };
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let parent = std::fs::canonicalize(&parent)?;
+    let parent = super::data_parent(a.dir.as_deref())?;
     let machine = Machine::probe(&parent);
     let (emin, emax) = a.election_timeout_ms;
     let heartbeat_ms = (emin / 5).max(1);

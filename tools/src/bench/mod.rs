@@ -177,13 +177,16 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
-    let parent = match &a.dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir(),
-    };
+/// Where a benchmark puts its cluster directories: `--dir`, or the system's temporary
+/// directory; created, and canonical (the nodes get absolute paths).
+pub(crate) fn data_parent(dir: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    let parent = dir.map_or_else(std::env::temp_dir, |d| d.to_path_buf());
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let parent = std::fs::canonicalize(&parent)?;
+    Ok(std::fs::canonicalize(&parent)?)
+}
+
+fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
+    let parent = data_parent(a.dir.as_deref())?;
     let machine = Machine::probe(&parent);
     println!(
         "shmraft bench: {} nodes, {} B values, {}% reads, {} on {} CPUs ({}), {} GiB, data in {} ({})",
