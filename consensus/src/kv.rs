@@ -47,8 +47,8 @@
 //!
 //! # Digest
 //!
-//! [`KvStateMachine::digest`] is 64-bit FNV-1a over the entry count and the wrapping sum of one
-//! XXH3 hash per entry (the value's hash seeded with the key's). The sum is kept up to date by
+//! [`KvStateMachine::digest`] is the word-wise FNV-style hash (`Fnv64`) of the entry count and
+//! the wrapping sum of one XXH3 hash per entry (the value's hash seeded with the key's). The sum is kept up to date by
 //! every change, so a digest costs O(1). It does not depend on the process, the run or the
 //! platform, so digests from different node processes can be compared.
 //!
@@ -409,7 +409,8 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 /// a time as in FNV-1a. Byte-at-a-time FNV runs at about
 /// 1 GB/s, and a node computes the digest of its whole state for its status: with a state of
 /// hundreds of MiB that stalled the event loop for a third of a second (found profiling
-/// `shmraft bench catchup`). Every step is a bijection of the running value (and of the lane
+/// `shmraft bench catchup`; the key-value digest itself is now O(1), but the session table and
+/// other users still hash whole byte strings). Every step is a bijection of the running value (and of the lane
 /// values), so two inputs of the same length that differ in one word always give different
 /// digests.
 #[derive(Clone, Copy, Debug)]
