@@ -101,9 +101,22 @@ fn bench_measures_every_configuration_and_writes_json_and_svg() {
             1,
             "one leader: {r}"
         );
+        // What the window committed was appended by a majority during it. The counters are
+        // sampled as the window opens and closes, so up to `clients` writes already appended
+        // before it opened (in flight) complete inside it; a follower may also trail by a
+        // batch, which is why a majority, not every node, is asserted.
+        let slack = f(r, "clients");
+        let holding = nodes
+            .iter()
+            .filter(|n| f(n, "entries_appended") + slack >= f(r, "writes"))
+            .count();
+        assert!(holding >= 2, "a majority appended the window's writes: {r}");
+        let leader = nodes.iter().find(|n| n["role"] == "leader").unwrap();
+        assert!(
+            f(leader, "entries_appended") + slack >= f(r, "writes"),
+            "the leader appended the window's writes: {r}"
+        );
         for n in nodes {
-            // Every node appended what was committed (plus the leader's no-op).
-            assert!(f(n, "entries_appended") >= f(r, "writes"), "{n} vs {r}");
             if r["fsync"] == "always" {
                 assert!(
                     f(n, "syncs") >= 1.0 && f(n, "entries_per_sync") >= 1.0,

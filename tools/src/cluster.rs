@@ -130,6 +130,10 @@ pub fn spawn_node_opts(dir: &Path, id: u64, exit_with_parent: bool) -> anyhow::R
         .arg("--id")
         .arg(id.to_string())
         .args(exit_with_parent.then_some("--exit-with-parent"))
+        .env(
+            crate::node_cmd::PARENT_PID_ENV,
+            std::process::id().to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)

@@ -9,6 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+/// The environment variable a harness sets to its pid when it spawns a node with
+/// `--exit-with-parent`.
+pub const PARENT_PID_ENV: &str = "SHMRAFT_PARENT_PID";
+
 /// Run one node of the cluster in D.
 #[derive(clap::Args, Debug)]
 pub struct NodeArgs {
@@ -19,7 +23,9 @@ pub struct NodeArgs {
     #[arg(long)]
     pub id: u64,
     /// Stop cleanly when the process that started this node exits (for benchmark and test
-    /// harnesses: a harness killed by a signal leaves no node running).
+    /// harnesses: a harness killed by a signal leaves no node running). The parent is the pid in
+    /// the environment variable SHMRAFT_PARENT_PID if set (so a parent that died before this
+    /// process looked is noticed too), else the parent at start.
     #[arg(long)]
     pub exit_with_parent: bool,
 }
@@ -68,8 +74,12 @@ pub fn run(a: &NodeArgs) -> ExitCode {
         }
     }
     if a.exit_with_parent {
-        // The parent is checked by polling: a reparented process sees a different ppid.
-        let parent_at_start = nix::unistd::getppid();
+        // The parent is checked by polling: a reparented process sees a different ppid. The
+        // spawner names itself, because it may die before this line runs.
+        let parent_at_start = std::env::var(PARENT_PID_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+            .map_or_else(nix::unistd::getppid, nix::unistd::Pid::from_raw);
         let stop = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("parent-watch".into())
