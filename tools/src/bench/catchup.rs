@@ -147,27 +147,20 @@ pub struct CatchupReport {
 
 /// Runs `shmraft bench catchup`.
 pub fn run(a: &CatchupArgs) -> ExitCode {
-    // A usage error (exit 2) before anything is started.
-    if let Err(e) = validate(a) {
-        eprintln!("shmraft bench catchup: {e:#}");
-        return ExitCode::from(crate::EXIT_USAGE);
-    }
-    match run_inner(a) {
-        Ok(r) => {
-            if r.target_met == Some(false) {
-                eprintln!(
-                    "shmraft bench catchup: {:.2} GB/s misses the target {:.1} GB/s",
+    super::run_subcommand(
+        "catchup",
+        || validate(a),
+        || run_inner(a),
+        |r| {
+            (r.target_met == Some(false)).then(|| {
+                format!(
+                    "{:.2} GB/s misses the target {:.1} GB/s",
                     r.gb_per_s_median,
                     r.target_gb_per_s.unwrap_or(0.0)
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("shmraft bench catchup: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+                )
+            })
+        },
+    )
 }
 
 fn validate(a: &CatchupArgs) -> anyhow::Result<()> {

@@ -144,27 +144,20 @@ pub fn distribution(v: &[f64]) -> Distribution {
 
 /// Runs `shmraft bench failover`.
 pub fn run(a: &FailoverArgs) -> ExitCode {
-    // A usage error (exit 2) before anything is started.
-    if let Err(e) = validate(a) {
-        eprintln!("shmraft bench failover: {e:#}");
-        return ExitCode::from(crate::EXIT_USAGE);
-    }
-    match run_inner(a) {
-        Ok(r) => {
-            if r.target_met == Some(false) {
-                eprintln!(
-                    "shmraft bench failover: p50 to a new leader {:.1} ms misses the target {:.0} ms",
+    super::run_subcommand(
+        "failover",
+        || validate(a),
+        || run_inner(a),
+        |r| {
+            (r.target_met == Some(false)).then(|| {
+                format!(
+                    "p50 to a new leader {:.1} ms misses the target {:.0} ms",
                     r.new_leader_ms_p50,
                     r.target_new_leader_ms_p50.unwrap_or(0.0)
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("shmraft bench failover: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+                )
+            })
+        },
+    )
 }
 
 /// What the writer thread reports: each acknowledged write with the node that answered it.

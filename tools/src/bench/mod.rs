@@ -133,7 +133,7 @@ pub fn catch_interrupts() {
 pub fn run(a: &BenchArgs) -> ExitCode {
     if let Err(e) = validate(a) {
         eprintln!("shmraft bench: {e:#}");
-        return ExitCode::from(2);
+        return ExitCode::from(crate::EXIT_USAGE);
     }
     catch_interrupts();
     match run_inner(a) {
@@ -146,6 +146,33 @@ pub fn run(a: &BenchArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shmraft bench: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The shape of `bench failover` and `bench catchup`: a usage error exits 2 before anything
+/// starts; a run that fails exits 1; a run that misses its target says so and exits 0 (a miss
+/// is a measurement, not an error).
+pub(crate) fn run_subcommand<R>(
+    name: &str,
+    validate: impl FnOnce() -> anyhow::Result<()>,
+    run: impl FnOnce() -> anyhow::Result<R>,
+    missed: impl FnOnce(&R) -> Option<String>,
+) -> ExitCode {
+    if let Err(e) = validate() {
+        eprintln!("shmraft bench {name}: {e:#}");
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    match run() {
+        Ok(r) => {
+            if let Some(m) = missed(&r) {
+                eprintln!("shmraft bench {name}: {m}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shmraft bench {name}: {e:#}");
             ExitCode::from(1)
         }
     }
