@@ -1,7 +1,7 @@
 //! Frame layout inside a ring, its checksum, and reassembly of fragmented messages.
 //! Byte layout: docs/FORMAT.md, "IPC: frames". Pure code: no shared memory here.
 
-use crate::crc32c::crc32c_frame;
+use crate::crc32c::{crc32c_frame, crc32c_frame_words};
 use crate::error::ProtocolError;
 
 /// Bytes of a frame header.
@@ -112,6 +112,25 @@ pub fn frame_checksum_parts(epoch: u64, pos: u64, header12: &[u8], a: &[u8], b: 
         return large_frame_checksum(seed(epoch, pos), header, a, b);
     }
     crc32c_frame(seed(epoch, pos), header, a, b)
+}
+
+/// [`frame_checksum`] of an unfragmented frame whose header bytes 0..8 and 8..12 are the
+/// little-endian words `w0` and `w1` (the hot paths build and parse headers as words).
+#[inline(always)]
+pub(crate) fn frame_checksum_words(epoch: u64, pos: u64, w0: u64, w1: u32, payload: &[u8]) -> u32 {
+    if payload.len() >= LARGE_PAYLOAD_CRC32_BYTES {
+        let mut header = [0u8; 12];
+        header[..8].copy_from_slice(&w0.to_le_bytes());
+        header[8..].copy_from_slice(&w1.to_le_bytes());
+        return large_frame_checksum(seed(epoch, pos), &header, &[], payload);
+    }
+    crc32c_frame_words(seed(epoch, pos), w0, w1, payload)
+}
+
+/// The first 8 header bytes as a little-endian word (`FrameHeader::encode`'s layout).
+#[inline(always)]
+pub(crate) fn header_word0(payload_len: u32, kind: u16, flags: u8) -> u64 {
+    u64::from(payload_len) | u64::from(kind) << 32 | u64::from(flags) << 48
 }
 
 /// The CRC-32 path of large payloads, out of line so the small-frame path inlines into its
@@ -261,6 +280,27 @@ mod tests {
             checksum: 0xdead_beef,
         };
         assert_eq!(FrameHeader::decode(&h.encode(), 0), Ok(h));
+    }
+
+    #[test]
+    fn checksum_of_header_words_equals_checksum_of_header_bytes() {
+        // Both CRC paths: CRC-32C below LARGE_PAYLOAD_CRC32_BYTES, CRC-32 above.
+        for payload in [&b"abc"[..], &[7u8; 600][..]] {
+            let h = FrameHeader {
+                payload_len: payload.len() as u32,
+                kind: 0x1234,
+                flags: FLAG_FRAGMENT,
+                fragment_index: 9,
+                checksum: 0,
+            }
+            .encode();
+            let w0 = header_word0(payload.len() as u32, 0x1234, FLAG_FRAGMENT);
+            assert_eq!(w0.to_le_bytes(), h[..8]);
+            assert_eq!(
+                frame_checksum_words(5, 4096, w0, 9, payload),
+                frame_checksum(5, 4096, &h, payload)
+            );
+        }
     }
 
     #[test]

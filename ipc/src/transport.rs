@@ -13,6 +13,7 @@ use crate::dir::{self, ring_file_name};
 use crate::error::{ConnectError, HeaderError, ProtocolError, SendError, SetupError};
 use crate::frame::{
     FLAG_FRAGMENT, FLAG_LAST, FRAGMENT_PREFIX_BYTES, FRAME_HEADER_BYTES, Reassembled, Reassembly,
+    record_bytes,
 };
 use crate::ring::{
     AttachError, Expect, READER_BROKEN, RING_MAX_BYTES, RING_MIN_BYTES, RingHeader, RingReader,
@@ -523,12 +524,29 @@ impl Transport {
         // them, so it goes back to here, not to the published tail.
         let mark = out.pending_end();
         let max_frame = (out.capacity() / 4) as usize - FRAME_HEADER_BYTES;
-        if frames.iter().all(|f| f.payload.len() <= max_frame)
-            && !out.fits(frames.iter().map(|f| f.payload.len()))?
-        {
-            return Ok(false);
+        let (largest, total) = frames.iter().fold((0, 0u64), |(m, t), f| {
+            (
+                m.max(f.payload.len()),
+                t + record_bytes(f.payload.len()) as u64,
+            )
+        });
+        let all_small = largest <= max_frame;
+        // A batch of small frames that even an empty ring could not hold (its records plus
+        // a pad at the wrap) could never be accepted whole: it takes the path of batches with
+        // large messages (what fits now is written, the rest queued).
+        let oversized = all_small && total + record_bytes(largest) as u64 > out.capacity();
+        if all_small && !oversized {
+            // No fragments: the whole batch fits or nothing is written.
+            if !out.fits(frames.iter().map(|f| f.payload.len()))?
+                || !out.write_unfragmented(frames.iter().map(|f| (f.kind, f.payload)))?
+            {
+                out.rollback_to(mark);
+                return Ok(false);
+            }
+            stats.frames_sent += frames.len() as u64;
+            return Ok(true);
         }
-        let mut large_started = false;
+        let mut large_started = oversized;
         let mut written = 0u64;
         for (n, f) in frames.iter().enumerate() {
             if f.payload.len() <= max_frame {
