@@ -353,6 +353,12 @@ impl RingWriter {
         Ok(())
     }
 
+    /// Whether the reader has consumed everything published (after refreshing head).
+    pub(crate) fn reader_caught_up(&mut self) -> Result<bool, ProtocolError> {
+        self.refresh_head()?;
+        Ok(self.head_cache == self.tail)
+    }
+
     /// Bytes the writer can still fill before publishing, after refreshing head.
     pub(crate) fn free_bytes(&mut self) -> Result<u64, ProtocolError> {
         self.refresh_head()?;

@@ -474,7 +474,8 @@ impl Transport {
 
     /// Sends a batch of frames to `to` without blocking, publishing once (ipc rule 6).
     /// `Ok`: the whole batch was accepted and will be delivered in order unless the link
-    /// resets. A batch holding a message too large for the ring's free space is accepted in
+    /// resets. A batch holding a message too large for the ring's free space, or whose frames
+    /// and padding exceed what the ring can hold once its reader has caught up, is accepted in
     /// part and its remainder buffered (one batch per link at most) and pushed as the reader
     /// frees space. `Full` / `PeerDown`: nothing was accepted.
     pub fn send_batch(&mut self, to: Endpoint, frames: &[OutFrame<'_>]) -> Result<(), SendError> {
@@ -531,9 +532,8 @@ impl Transport {
             )
         });
         let all_small = largest <= max_frame;
-        // A batch of small frames that even an empty ring could not hold (its records plus
-        // a pad at the wrap) could never be accepted whole: it takes the path of batches with
-        // large messages (what fits now is written, the rest queued).
+        // A batch of small frames that even an empty ring might not hold (its records plus a
+        // pad at the wrap) takes the per-frame path below, which can accept it in part.
         let oversized = all_small && total + record_bytes(largest) as u64 > out.capacity();
         if all_small && !oversized {
             // No fragments: the whole batch fits or nothing is written.
@@ -546,7 +546,7 @@ impl Transport {
             stats.frames_sent += frames.len() as u64;
             return Ok(true);
         }
-        let mut large_started = oversized;
+        let mut large_started = false;
         let mut written = 0u64;
         for (n, f) in frames.iter().enumerate() {
             if f.payload.len() <= max_frame {
@@ -554,7 +554,11 @@ impl Transport {
                     written += 1;
                     continue;
                 }
-                if !large_started {
+                // Before a large message, a frame that does not fit refuses the batch (Full)
+                // while the reader still has published data to consume: space will come.
+                // Once it has consumed everything, only this batch fills the ring and waiting
+                // cannot help (its records and padding exceed the ring): accept it in part.
+                if !large_started && !out.reader_caught_up()? {
                     out.rollback_to(mark);
                     return Ok(false);
                 }

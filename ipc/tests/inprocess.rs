@@ -748,3 +748,65 @@ fn a_waker_from_another_thread_ends_a_parked_wait() {
     t.recv(|_| {});
     assert_eq!(t.stats().resets, 0, "{:?}", t.stats());
 }
+
+/// Regression (found by `mixed_batches_arrive_exactly_once_in_order`): small frames ahead of a
+/// large message whose records plus the pad at the wrap exceed the whole ring were refused with
+/// `Full` forever, even with the reader caught up. Now the batch is accepted in part.
+#[test]
+fn small_frames_ahead_of_a_large_message_never_wedge_the_sender() {
+    let (_d, mut a, mut b) = pair(1 << 14);
+    let mut gb = Got::default();
+    let mut expected: Vec<(u16, Vec<u8>)> = Vec::new();
+    // The shrunk input of the failing case: (sizes, drain the reader first).
+    let batches: [(&[usize], bool); 9] = [
+        (&[4777], false),
+        (&[49, 513, 513, 6249, 4065, 7609, 513], false),
+        (&[4065, 3089], false),
+        (&[5177, 529, 3361, 3425, 5401, 8781, 5415], false),
+        (&[3224, 70], true),
+        (&[4223, 3001, 5035], false),
+        (&[75, 7, 547, 3565], true),
+        (&[3139, 55, 486, 50, 7, 556, 6], true),
+        (
+            &[515, 3395, 488, 3565, 525, 53, 530, 3933, 7961, 7178, 5762],
+            false,
+        ),
+    ];
+    for (bi, (sizes, drain_first)) in batches.iter().enumerate() {
+        if *drain_first {
+            recv_all(&mut b, &mut gb);
+        }
+        let payloads: Vec<(u16, Vec<u8>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (i as u16, vec![(bi * 16 + i) as u8; len]))
+            .collect();
+        let frames: Vec<OutFrame<'_>> = payloads
+            .iter()
+            .map(|(k, p)| OutFrame {
+                kind: *k,
+                payload: p,
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match a.send_batch(N2, &frames) {
+                Ok(()) => break,
+                Err(SendError::Full { .. }) => {
+                    assert!(Instant::now() < deadline, "batch {bi} refused forever");
+                    recv_all(&mut b, &mut gb);
+                    recv_all(&mut a, &mut Got::default());
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        expected.extend(payloads);
+    }
+    let mut ga = Got::default();
+    pump_until(&mut a, &mut b, &mut ga, &mut gb, |_, gb| {
+        gb.frames.len() >= expected.len()
+    });
+    let got: Vec<(u16, Vec<u8>)> = gb.frames.iter().map(|(_, k, p)| (*k, p.clone())).collect();
+    assert!(got == expected, "frames differ from what was sent");
+    assert!(!has_reset(&gb), "{:?}", gb.events);
+}
