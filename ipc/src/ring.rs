@@ -353,10 +353,11 @@ impl RingWriter {
         Ok(())
     }
 
-    /// Whether the reader has consumed everything published (after refreshing head).
-    pub(crate) fn reader_caught_up(&mut self) -> Result<bool, ProtocolError> {
+    /// Whether the reader has consumed everything before position `mark` (after refreshing
+    /// head): then the ring holds nothing written before `mark`.
+    pub(crate) fn reader_reached(&mut self, mark: u64) -> Result<bool, ProtocolError> {
         self.refresh_head()?;
-        Ok(self.head_cache == self.tail)
+        Ok(self.head_cache == mark)
     }
 
     /// Bytes the writer can still fill before publishing, after refreshing head.
@@ -877,13 +878,7 @@ impl RingReader {
                     });
                     delivered += 1;
                     pos += rec;
-                    if pos - released >= cap / 4 {
-                        released = pos;
-                        self.head = pos;
-                        self.region
-                            .atomic_u64(OFF_HEAD)
-                            .store(pos, Ordering::Release);
-                    }
+                    self.release_quarter(pos, &mut released);
                     continue;
                 }
             }
@@ -953,15 +948,7 @@ impl RingReader {
                 delivered += 1;
             }
             pos += rec;
-            // Release space in quarters of the ring during long drains, so the writer can
-            // keep going while we process.
-            if pos - released >= cap / 4 {
-                released = pos;
-                self.head = pos;
-                self.region
-                    .atomic_u64(OFF_HEAD)
-                    .store(pos, Ordering::Release);
-            }
+            self.release_quarter(pos, &mut released);
         }
         // On error, skip everything published: the writer's next frames start at `tail`.
         self.head = tail;
@@ -969,6 +956,19 @@ impl RingReader {
             .atomic_u64(OFF_HEAD)
             .store(self.head, Ordering::Release);
         result.map(|()| delivered)
+    }
+
+    /// During a long drain, releases the space up to `pos` once a quarter of the ring has
+    /// been consumed since `released`, so the writer can keep going while we process.
+    #[inline(always)]
+    fn release_quarter(&mut self, pos: u64, released: &mut u64) {
+        if pos - *released >= self.header.capacity / 4 {
+            *released = pos;
+            self.head = pos;
+            self.region
+                .atomic_u64(OFF_HEAD)
+                .store(pos, Ordering::Release);
+        }
     }
 
     /// Copies `len` published bytes at data offset `off` into the start of `scratch`.

@@ -555,10 +555,11 @@ impl Transport {
                     continue;
                 }
                 // Before a large message, a frame that does not fit refuses the batch (Full)
-                // while the reader still has published data to consume: space will come.
-                // Once it has consumed everything, only this batch fills the ring and waiting
-                // cannot help (its records and padding exceed the ring): accept it in part.
-                if !large_started && !out.reader_caught_up()? {
+                // while the ring still holds anything written before this batch (published
+                // or not): space will come. Once the reader has consumed all of that, only
+                // this batch fills the ring and waiting cannot help (its records and padding
+                // exceed the ring): accept it in part.
+                if !large_started && !out.reader_reached(mark)? {
                     out.rollback_to(mark);
                     return Ok(false);
                 }
