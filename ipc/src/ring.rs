@@ -377,19 +377,18 @@ impl RingWriter {
     /// Whether frames with these payload lengths all fit after the pending end (padding at the
     /// wrap included). Lets a batch that cannot fit fail before anything is copied or
     /// checksummed (a sender retrying on a full ring must not burn CPU its reader needs).
+    /// `bound` is the caller's upper bound on the bytes they take: their records plus the
+    /// largest one (a pad is shorter than the record that does not fit before the end, and a
+    /// batch that fits crosses the end at most once). Within the cached free space that
+    /// answers at once; otherwise the records are walked.
     pub(crate) fn fits(
         &mut self,
-        lens: impl Iterator<Item = usize> + Clone,
+        bound: u64,
+        lens: impl Iterator<Item = usize>,
     ) -> Result<bool, ProtocolError> {
         let cap = self.header.capacity;
         let mut pos = self.pending;
-        // Cheap bound first: the records plus one pad (a pad is shorter than the record that
-        // does not fit before the end; a batch crosses the end at most once while it fits).
-        let (sum, max) = lens.clone().fold((0u64, 0u64), |(s, m), l| {
-            let r = record_bytes(l) as u64;
-            (s + r, m.max(r))
-        });
-        if pos + sum + max - self.head_cache <= cap {
+        if pos + bound - self.head_cache <= cap {
             return Ok(true);
         }
         for len in lens {

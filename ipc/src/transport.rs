@@ -534,10 +534,11 @@ impl Transport {
         let all_small = largest <= max_frame;
         // A batch of small frames that even an empty ring might not hold (its records plus a
         // pad at the wrap) takes the per-frame path below, which can accept it in part.
-        let oversized = all_small && total + record_bytes(largest) as u64 > out.capacity();
+        let bound = total + record_bytes(largest) as u64;
+        let oversized = all_small && bound > out.capacity();
         if all_small && !oversized {
             // No fragments: the whole batch fits or nothing is written.
-            if !out.fits(frames.iter().map(|f| f.payload.len()))?
+            if !out.fits(bound, frames.iter().map(|f| f.payload.len()))?
                 || !out.write_unfragmented(frames.iter().map(|f| (f.kind, f.payload)))?
             {
                 out.rollback_to(mark);
