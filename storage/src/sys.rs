@@ -23,6 +23,7 @@ pub struct FaultInjector {
     syncs_before_failure: AtomicU64,
     alloc_errno: AtomicI32,
     snapshot_write_errno: AtomicI32,
+    dir_sync_errno: AtomicI32,
 }
 
 impl FaultInjector {
@@ -35,6 +36,10 @@ impl FaultInjector {
     pub fn fail_syncs_after(&self, successes: u64, errno: i32) {
         self.syncs_before_failure.store(successes, Ordering::SeqCst);
         self.sync_errno.store(errno, Ordering::SeqCst);
+    }
+    /// Every directory fsync fails with `errno` (other syncs are unaffected).
+    pub fn fail_directory_syncs(&self, errno: i32) {
+        self.dir_sync_errno.store(errno, Ordering::SeqCst);
     }
     /// Every space allocation (fallocate or zero fill of a new segment) fails with `errno`.
     pub fn fail_allocations(&self, errno: i32) {
@@ -49,6 +54,7 @@ impl FaultInjector {
         self.sync_errno.store(0, Ordering::SeqCst);
         self.alloc_errno.store(0, Ordering::SeqCst);
         self.snapshot_write_errno.store(0, Ordering::SeqCst);
+        self.dir_sync_errno.store(0, Ordering::SeqCst);
     }
 
     fn sync_fault(&self) -> Option<io::Error> {
@@ -128,7 +134,11 @@ pub(crate) fn fdatasync(file: &File, path: &Path, faults: &Faults) -> Result<(),
 
 /// `fsync` of a directory, so a create/rename/unlink in it is durable (storage-rules 2).
 pub(crate) fn fsync_dir(dir: &Path, faults: &Faults) -> Result<(), Arc<FatalError>> {
-    if let Some(e) = faults.as_ref().and_then(|f| f.sync_fault()) {
+    let dir_fault = faults.as_ref().and_then(|f| {
+        let errno = f.dir_sync_errno.load(Ordering::SeqCst);
+        (errno != 0).then(|| io::Error::from_raw_os_error(errno))
+    });
+    if let Some(e) = dir_fault.or_else(|| faults.as_ref().and_then(|f| f.sync_fault())) {
         return Err(fatal_error("fsync(directory)", dir, &e));
     }
     let d = File::open(dir).map_err(|e| fatal_error("open(directory)", dir, &e))?;

@@ -341,6 +341,101 @@ impl Preparer {
     }
 }
 
+/// Background removal of compacted segments. `compact` makes the compaction point durable
+/// first (storage-rules 14) and takes the segments out of the log; unlinking them and syncing
+/// the directory can then happen off the caller's thread (the node's event loop), where an
+/// unlink of a large file plus a directory sync cost milliseconds. A crash before they finish
+/// leaves segments wholly below the durable compaction point, which recovery removes.
+struct Remover {
+    tx: Option<mpsc::Sender<RemoverMsg>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+enum RemoverMsg {
+    /// Segments out of the log: unlinked, then dropped here (the last reference unmaps them,
+    /// another cost kept off the caller's thread).
+    Remove(Vec<Arc<Segment>>),
+    /// Answered once every earlier removal is done (`Wal::wait_for_removals`).
+    Flush(mpsc::SyncSender<()>),
+}
+
+impl Remover {
+    fn start(shared: Arc<WalShared>) -> Self {
+        let (tx, rx) = mpsc::channel::<RemoverMsg>();
+        let handle = std::thread::Builder::new()
+            .name("wal-remover".into())
+            .spawn(move || {
+                while let Ok(msg) = rx.recv() {
+                    match msg {
+                        RemoverMsg::Remove(segs) => remove_segments(&shared, &segs),
+                        RemoverMsg::Flush(ack) => {
+                            let _ = ack.send(());
+                        }
+                    }
+                }
+            })
+            .ok();
+        Remover {
+            tx: handle.is_some().then_some(tx),
+            handle,
+        }
+    }
+
+    /// Hands `segs` to the thread (or removes them here if it could not be started).
+    fn remove(&self, shared: &WalShared, segs: Vec<Arc<Segment>>) {
+        if segs.is_empty() {
+            return;
+        }
+        match &self.tx {
+            Some(tx) => {
+                if let Err(mpsc::SendError(RemoverMsg::Remove(segs))) =
+                    tx.send(RemoverMsg::Remove(segs))
+                {
+                    remove_segments(shared, &segs);
+                }
+            }
+            None => remove_segments(shared, &segs),
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+            if tx.send(RemoverMsg::Flush(ack_tx)).is_ok() {
+                let _ = ack_rx.recv();
+            }
+        }
+    }
+
+    /// Finishes the queued removals and stops the thread.
+    fn stop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Unlinks compacted segments, then syncs the directory once. An unlink that fails is logged
+/// and left to recovery (the segment lies below the durable compaction point); a failed
+/// directory sync poisons the log (storage-rules 10).
+fn remove_segments(shared: &WalShared, segs: &[Arc<Segment>]) {
+    for seg in segs {
+        let p = &seg.path;
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                file = %p.display(), error = %e,
+                "cannot remove a compacted segment; recovery removes it at the next start"
+            ),
+        }
+    }
+    if let Err(f) = sys::fsync_dir(&shared.dir, &shared.faults) {
+        let _ = shared.poison(f);
+    }
+}
+
 /// Puts the calling thread in the idle I/O class (ioprio_set(2); honoured by the mq-deadline
 /// and BFQ schedulers), so a segment's zero fill yields the disk to the append path's syncs.
 /// Best effort: ignored where unsupported.
@@ -383,6 +478,7 @@ pub struct Wal {
     meta: SlotFile,
     shared: Arc<WalShared>,
     preparer: Preparer,
+    remover: Remover,
     background: Option<JoinHandle<()>>,
     /// Records enter the page cache by `pwrite` instead of a memcpy (under `always`).
     write_by_pwrite: bool,
@@ -909,6 +1005,7 @@ impl Wal {
             compacted_index,
             compacted_term,
             meta,
+            remover: Remover::start(shared.clone()),
             shared,
             preparer,
             background: None,
@@ -1578,8 +1675,9 @@ impl Wal {
 
     /// Discards entries up to and including `upto` (after a snapshot covering them with last
     /// term `upto_term`, Raft §7). The compaction point is recorded durably first, then whole
-    /// segments are deleted (storage-rules 14); a segment straddling the point stays, its early
-    /// entries unreadable. If `upto` is at or beyond the last index the log becomes empty and
+    /// segments leave the log (storage-rules 14) and are unlinked by a background thread
+    /// ([`Wal::wait_for_removals`] waits for that); a segment straddling the point stays, its
+    /// early entries unreadable. If `upto` is at or beyond the last index the log becomes empty and
     /// the next append must be `upto + 1` (installing a snapshot).
     pub fn compact(&mut self, upto: LogIndex, upto_term: LogTerm) -> Result<()> {
         self.check_fatal()?;
@@ -1617,7 +1715,8 @@ impl Wal {
         self.compacted_term = upto_term;
         let shared = self.shared.clone();
         let mut st = lock(&shared.state);
-        let mut removed = false;
+        // Unlinked by the remover thread once they are out of the log (see `Remover`).
+        let mut removed = Vec::new();
         if let Some(next) = fresh {
             // The whole log is replaced by the snapshot: start a fresh segment.
             for s in self.segs.drain(..) {
@@ -1625,9 +1724,7 @@ impl Wal {
                 if slot != NO_SLOT {
                     shared.ledger.free(slot);
                 }
-                std::fs::remove_file(&s.seg.path)
-                    .map_err(|e| StorageError::io("removing segment", &s.seg.path, e))?;
-                removed = true;
+                removed.push(s.seg);
             }
             st.dirty.clear();
             next.publish(SEGMENT_HEADER_BYTES, upto.0);
@@ -1663,18 +1760,21 @@ impl Wal {
                     shared.ledger.free(slot);
                 }
                 st.dirty.retain(|d| !Arc::ptr_eq(d, &s.seg));
-                std::fs::remove_file(&s.seg.path)
-                    .map_err(|e| StorageError::io("removing segment", &s.seg.path, e))?;
-                removed = true;
+                removed.push(s.seg);
             }
             shared.durable.fetch_max(upto.0, Ordering::AcqRel);
         }
         self.first_index = upto.next();
         drop(st);
-        if removed {
-            sys::fsync_dir(&self.dir, &shared.faults).map_err(|f| shared.poison(f))?;
-        }
+        self.remover.remove(&shared, removed);
         Ok(())
+    }
+
+    /// Blocks until the segments that `compact` dropped are unlinked and their directory
+    /// synced (they are removed in the background; tests and tools that look at the directory
+    /// right after a compaction call this first).
+    pub fn wait_for_removals(&self) {
+        self.remover.flush();
     }
 
     /// Paths and index ranges of the segments (oldest first), for status output.
@@ -1695,6 +1795,7 @@ impl Wal {
     }
 
     fn stop_background(&mut self) {
+        self.remover.stop();
         self.shared.stop.store(true, Ordering::Release);
         {
             let _b = lock(&self.shared.batch);

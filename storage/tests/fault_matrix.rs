@@ -356,6 +356,7 @@ fn s10_compacted_segment_reappearing_after_lost_unlink_is_removed_again() {
         let first = segment_files(d)[0].clone();
         saved = (first.clone(), std::fs::read(&first).unwrap());
         st.wal.compact(LogIndex(700), LogTerm(1)).unwrap();
+        st.wal.wait_for_removals();
         assert!(!first.exists());
     }
     std::fs::write(&saved.0, &saved.1).unwrap();
@@ -630,4 +631,62 @@ fn second_opener_gets_locked_error_naming_the_holder_pid() {
         e.to_string().contains(&std::process::id().to_string()),
         "{e}"
     );
+}
+
+/// Compacted segments are unlinked by the WAL's background remover: gone after
+/// `wait_for_removals`, and after a clean close without waiting.
+#[test]
+fn compacted_segments_are_removed_in_the_background_and_by_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut st = Storage::open(d, opts("always", SEG)).unwrap();
+    append_range(&mut st.wal, 1, 1200, 1, 100);
+    let before = segment_files(d);
+    st.wal.compact(LogIndex(700), LogTerm(1)).unwrap();
+    st.wal.wait_for_removals();
+    let after = segment_files(d);
+    assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+    assert!(!after.contains(&before[0]), "the first segment is gone");
+    append_range(&mut st.wal, 1201, 2400, 1, 100);
+    let before = segment_files(d);
+    st.wal.compact(LogIndex(2000), LogTerm(1)).unwrap();
+    st.close().unwrap();
+    let after = segment_files(d);
+    assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+    let st = Storage::open(d, opts("always", SEG)).unwrap();
+    assert_eq!(st.wal.first_index(), LogIndex(2001));
+    check_range(&st.wal, 2001, 2400, 1, 100);
+}
+
+/// A failed directory sync on the remover thread poisons the log like any failed sync
+/// (storage-rules 10): later calls return the fatal error, and the next start finishes the
+/// compaction.
+#[test]
+fn a_failed_directory_sync_while_removing_compacted_segments_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (o, faults) = opts_with_faults("always", SEG);
+    let mut st = Storage::open(d, o).unwrap();
+    append_range(&mut st.wal, 1, 1200, 1, 100);
+    // Recording the compaction point is an fdatasync of the meta file, which succeeds; the
+    // remover's directory sync fails.
+    faults.fail_directory_syncs(libc::EIO);
+    st.wal.compact(LogIndex(700), LogTerm(1)).unwrap();
+    st.wal.wait_for_removals();
+    let fatal = st
+        .wal
+        .fatal_error()
+        .expect("the failed directory sync poisons the log");
+    assert!(fatal.to_string().contains("fsync(directory)"), "{fatal}");
+    assert!(
+        st.wal
+            .append_one(LogIndex(1201), LogTerm(1), EntryKind(0), b"x")
+            .unwrap_err()
+            .is_fatal()
+    );
+    faults.clear();
+    drop(st);
+    let st = Storage::open(d, opts("always", SEG)).unwrap();
+    assert_eq!(st.wal.first_index(), LogIndex(701));
+    check_range(&st.wal, 701, 1200, 1, 100);
 }
