@@ -475,8 +475,8 @@ impl Transport {
     /// Sends a batch of frames to `to` without blocking, publishing once (ipc rule 6).
     /// `Ok`: the whole batch was accepted and will be delivered in order unless the link
     /// resets. A batch holding a message too large for the ring's free space, or whose frames
-    /// and padding exceed what the ring can hold once its reader has caught up, is accepted in
-    /// part and its remainder buffered (one batch per link at most) and pushed as the reader
+    /// and padding exceed the ring even after the reader consumed everything sent before it,
+    /// is accepted in part and its remainder buffered (one batch per link at most) and pushed as the reader
     /// frees space. `Full` / `PeerDown`: nothing was accepted.
     pub fn send_batch(&mut self, to: Endpoint, frames: &[OutFrame<'_>]) -> Result<(), SendError> {
         let Some(&i) = self.index.get(&to) else {
