@@ -1677,8 +1677,8 @@ impl Wal {
     /// term `upto_term`, Raft §7). The compaction point is recorded durably first, then whole
     /// segments leave the log (storage-rules 14) and are unlinked by a background thread
     /// ([`Wal::wait_for_removals`] waits for that); a segment straddling the point stays, its
-    /// early entries unreadable. If `upto` is at or beyond the last index the log becomes empty and
-    /// the next append must be `upto + 1` (installing a snapshot).
+    /// early entries unreadable. If `upto` is at or beyond the last index the log becomes
+    /// empty and the next append must be `upto + 1` (installing a snapshot).
     pub fn compact(&mut self, upto: LogIndex, upto_term: LogTerm) -> Result<()> {
         self.check_fatal()?;
         if upto <= self.compacted_index {
