@@ -103,6 +103,40 @@ fn frames_arrive_in_order_with_checked_contents() {
     assert_eq!(got, expected);
 }
 
+/// Sends `payloads` as one batch from `a` to N2, draining `b` into `gb` while the ring is
+/// full, until it is accepted. Fails if a generous deadline passes or `b` sees a link reset.
+fn send_until_accepted(
+    a: &mut Transport,
+    b: &mut Transport,
+    gb: &mut Got,
+    payloads: &[(u16, Vec<u8>)],
+) -> Result<(), String> {
+    let frames: Vec<OutFrame<'_>> = payloads
+        .iter()
+        .map(|(k, p)| OutFrame {
+            kind: *k,
+            payload: p,
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match a.send_batch(N2, &frames) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Full { .. }) => {
+                if Instant::now() >= deadline {
+                    return Err("refused until the deadline".into());
+                }
+                recv_all(b, gb);
+                recv_all(a, &mut Got::default());
+                if has_reset(gb) {
+                    return Err(format!("link reset: {:?}", gb.events));
+                }
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+}
+
 fn has_reset(g: &Got) -> bool {
     g.events
         .iter()
@@ -390,21 +424,8 @@ proptest! {
                     ((n % 5) as u16, (0..len).map(|i| (i as u32 ^ n.wrapping_mul(31)) as u8).collect())
                 })
                 .collect();
-            let frames: Vec<OutFrame<'_>> =
-                payloads.iter().map(|(k, p)| OutFrame { kind: *k, payload: p }).collect();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                match a.send_batch(N2, &frames) {
-                    Ok(()) => break,
-                    Err(SendError::Full { .. }) => {
-                        prop_assert!(Instant::now() < deadline, "ring never drained");
-                        recv_all(&mut b, &mut gb);
-                        recv_all(&mut a, &mut Got::default());
-                        prop_assert!(!has_reset(&gb), "{:?}", gb.events);
-                    }
-                    Err(e) => panic!("unexpected {e}"),
-                }
-            }
+            let sent = send_until_accepted(&mut a, &mut b, &mut gb, &payloads);
+            prop_assert!(sent.is_ok(), "{:?}", sent);
             expected.extend(payloads);
         }
         let mut ga = Got::default();
@@ -781,24 +802,8 @@ fn small_frames_ahead_of_a_large_message_never_wedge_the_sender() {
             .enumerate()
             .map(|(i, &len)| (i as u16, vec![(bi * 16 + i) as u8; len]))
             .collect();
-        let frames: Vec<OutFrame<'_>> = payloads
-            .iter()
-            .map(|(k, p)| OutFrame {
-                kind: *k,
-                payload: p,
-            })
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match a.send_batch(N2, &frames) {
-                Ok(()) => break,
-                Err(SendError::Full { .. }) => {
-                    assert!(Instant::now() < deadline, "batch {bi} refused forever");
-                    recv_all(&mut b, &mut gb);
-                    recv_all(&mut a, &mut Got::default());
-                }
-                Err(e) => panic!("unexpected {e}"),
-            }
+        if let Err(e) = send_until_accepted(&mut a, &mut b, &mut gb, &payloads) {
+            panic!("batch {bi}: {e}");
         }
         expected.extend(payloads);
     }
