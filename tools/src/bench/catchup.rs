@@ -23,7 +23,7 @@
 //! after the run: reading and checking it plus restoring a key-value machine from it (what the
 //! follower's restore costs, so the transfer's share can be estimated).
 
-use crate::bench::harness::{BenchCluster, cluster_args};
+use crate::bench::harness::{BenchCluster, three_node_args};
 use crate::bench::report::Machine;
 use crate::cluster_file::parse_range_ms;
 use crate::wal_bench::baseline_memcpy_gb_per_s;
@@ -361,20 +361,16 @@ fn write_state(
 fn one_run(a: &CatchupArgs, parent: &Path, run: u64, writes: u64) -> anyhow::Result<CatchupRun> {
     // A restarted node prepares (zero-fills) a fresh segment before it answers anything;
     // 16 MiB segments keep that start-up cost small against the transfer.
-    let spec = cluster_args(&[
-        "--nodes".into(),
-        "3".into(),
-        "--fsync".into(),
-        a.fsync.clone(),
-        "--election-timeout-ms".into(),
-        format!("{}-{}", a.election_timeout_ms.0, a.election_timeout_ms.1),
-        "--heartbeat-ms".into(),
-        (a.election_timeout_ms.0 / 5).max(1).to_string(),
-        "--snapshot-entries".into(),
-        writes.to_string(),
-        "--segment-bytes".into(),
-        (16u64 << 20).to_string(),
-    ])?;
+    let spec = three_node_args(
+        &a.fsync,
+        a.election_timeout_ms,
+        &[
+            "--snapshot-entries".into(),
+            writes.to_string(),
+            "--segment-bytes".into(),
+            (16u64 << 20).to_string(),
+        ],
+    )?;
     let keep = a.keep.then(|| format!("catchup-run-{run}"));
     let mut cluster = BenchCluster::start_with(&spec, parent, keep.as_deref(), |cf| {
         // One snapshot, by entry count, once the writes are applied; a short log behind it.

@@ -14,7 +14,7 @@
 //! 5. The killed node is restarted, the bench waits until it has applied what the leader had
 //!    committed, pauses (`--pause-ms`) so the cluster settles, and repeats.
 
-use crate::bench::harness::{BenchCluster, cluster_args};
+use crate::bench::harness::{BenchCluster, three_node_args};
 use crate::bench::report::Machine;
 use crate::cluster_file::parse_range_ms;
 use anyhow::{Context, bail};
@@ -311,18 +311,9 @@ pub fn run_inner(a: &FailoverArgs) -> anyhow::Result<FailoverReport> {
     validate(a)?;
     let parent = super::data_parent(a.dir.as_deref())?;
     let machine = Machine::probe(&parent);
-    let (emin, emax) = a.election_timeout_ms;
-    let heartbeat_ms = (emin / 5).max(1);
-    let spec = cluster_args(&[
-        "--nodes".into(),
-        "3".into(),
-        "--fsync".into(),
-        a.fsync.clone(),
-        "--election-timeout-ms".into(),
-        format!("{emin}-{emax}"),
-        "--heartbeat-ms".into(),
-        heartbeat_ms.to_string(),
-    ])?;
+    let spec = three_node_args(&a.fsync, a.election_timeout_ms, &[])?;
+    let (emin, emax) = spec.election_timeout_ms;
+    let heartbeat_ms = spec.heartbeat_ms;
     let mut cluster = BenchCluster::start(&spec, &parent, None)?;
     let tick_ms = cluster.cf.tick_ms;
     println!(

@@ -184,6 +184,27 @@ pub fn self_cpu() -> Duration {
 /// every setting not named at its command-line default. Benchmarks build their specs this way
 /// rather than as struct literals, so a setting added to `ClusterArgs` later gets its default
 /// instead of breaking them.
+/// The settings of the 3-node clusters of `bench failover` and `bench catchup`: `fsync`, the
+/// election timeout range, a heartbeat of a fifth of its minimum, then `extra` flags.
+pub fn three_node_args(
+    fsync: &str,
+    (emin, emax): (u64, u64),
+    extra: &[String],
+) -> anyhow::Result<ClusterArgs> {
+    let mut flags: Vec<String> = vec![
+        "--nodes".into(),
+        "3".into(),
+        "--fsync".into(),
+        fsync.into(),
+        "--election-timeout-ms".into(),
+        format!("{emin}-{emax}"),
+        "--heartbeat-ms".into(),
+        (emin / 5).max(1).to_string(),
+    ];
+    flags.extend_from_slice(extra);
+    cluster_args(&flags)
+}
+
 pub fn cluster_args(flags: &[String]) -> anyhow::Result<ClusterArgs> {
     use clap::Parser;
     #[derive(clap::Parser)]
