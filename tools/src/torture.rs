@@ -20,8 +20,9 @@ use crate::status_cmd::collect;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shmraft_consensus::history::{HistoryWriter, OpKind, Operation};
+use shmraft_consensus::kv::client::KvClient;
 use shmraft_consensus::lincheck::{CheckOutcome, check_history};
-use shmraft_consensus::node::client::{Client, ClientConfig, ClientError};
+use shmraft_consensus::node::client::{ClientConfig, ClientError};
 use shmraft_storage::FsyncPolicy;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -207,7 +208,7 @@ fn client_loop(
     out: Arc<Mutex<Vec<Operation>>>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (client_no.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-    let mut client = match Client::new(cfg.clone()) {
+    let mut client = match KvClient::new(cfg.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("client {client_no}: {e}");
@@ -262,7 +263,7 @@ fn client_loop(
             Err(ClientError::SessionExpired) => {
                 op.ok = false;
                 op.ret = None;
-                if let Ok(c) = Client::new(cfg.clone()) {
+                if let Ok(c) = KvClient::new(cfg.clone()) {
                     client = c;
                 }
             }
@@ -454,7 +455,8 @@ fn drive(
     wait_for("a first leader", Duration::from_secs(30), || {
         collect(&dir).is_ok_and(|s| s.iter().any(|n| n.alive && n.role == "leader"))
     })?;
-    let client_cfg = ClientConfig::new(cf.runtime_dir.clone(), cf.cluster_id, cf.voters());
+    let client_cfg =
+        ClientConfig::new(cf.runtime_dir.clone(), cf.voters()).with_cluster_id(cf.cluster_id);
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(Mutex::new(Vec::new()));
@@ -547,7 +549,7 @@ fn drive(
     for t in threads {
         let _ = t.join();
     }
-    let mut final_client = Client::new(client_cfg.clone())?;
+    let mut final_client = KvClient::new(client_cfg.clone())?;
     let t = Duration::from_secs(10);
     final_client
         .put(b"torture-barrier", b"done", t)
