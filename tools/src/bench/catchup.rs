@@ -25,8 +25,8 @@
 
 use crate::bench::harness::{BenchCluster, three_node_args};
 use crate::bench::report::Machine;
-use crate::cluster_file::parse_range_ms;
-use crate::wal_bench::baseline_memcpy_gb_per_s;
+use crate::bench::wal::baseline_memcpy_gb_per_s;
+use crate::cli::cluster_file::parse_range_ms;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use shmraft_consensus::StateMachine;

@@ -16,7 +16,7 @@
 
 use crate::bench::harness::{BenchCluster, three_node_args};
 use crate::bench::report::Machine;
-use crate::cluster_file::parse_range_ms;
+use crate::cli::cluster_file::parse_range_ms;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use shmraft_consensus::node::client::Client;

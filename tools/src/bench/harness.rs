@@ -1,7 +1,9 @@
 //! A cluster of real node processes started, driven and stopped by a benchmark.
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
-use crate::cluster_file::{ClusterFile, live_node_pid};
+use crate::cli::cluster::{
+    ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs,
+};
+use crate::cli::cluster_file::{ClusterFile, live_node_pid};
 use anyhow::{Context, bail};
 use shmraft_consensus::node::client::{Client, ClientConfig};
 use shmraft_consensus::node::status::NodeStatus;

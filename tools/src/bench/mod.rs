@@ -13,9 +13,10 @@ pub mod failover;
 pub mod harness;
 pub mod load;
 pub mod report;
+pub mod wal;
 
-use crate::cluster::ClusterArgs;
-use crate::cluster_file::parse_range_ms;
+use crate::cli::cluster::ClusterArgs;
+use crate::cli::cluster_file::parse_range_ms;
 use anyhow::{Context, bail};
 use harness::{BenchCluster, process_cpu};
 use load::{LoadSpec, Stop};

@@ -1,7 +1,7 @@
 //! `shmraft status --dir D [--json]`: each node's last published status (its `status.json`),
 //! with `alive` taken from whether its process runs.
 
-use crate::cluster_file::{ClusterFile, live_node_pid};
+use crate::cli::cluster_file::{ClusterFile, live_node_pid};
 use shmraft_consensus::node::status::{NodeStatus, read_status_file};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

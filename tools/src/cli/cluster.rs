@@ -3,7 +3,7 @@
 //! only with `--restart`, and on Ctrl-C or SIGTERM stops every node cleanly and removes the
 //! cluster's runtime files.
 
-use crate::cluster_file::{
+use crate::cli::cluster_file::{
     ClusterFile, ClusterNode, hold_path, live_node_pid, parse_range_ms, pid_alive,
 };
 use shmraft_consensus::node::status::read_status_file;
@@ -89,8 +89,8 @@ pub fn prepare(a: &ClusterArgs) -> anyhow::Result<ClusterFile> {
             .tick_ms
             .unwrap_or(if a.election_timeout_ms.0 < 100 { 1 } else { 10 }),
         snapshot_entries: a.snapshot_entries,
-        snapshot_bytes: crate::cluster_file::default_snapshot_bytes(),
-        compaction_retain_entries: crate::cluster_file::default_compaction_retain_entries(),
+        snapshot_bytes: crate::cli::cluster_file::default_snapshot_bytes(),
+        compaction_retain_entries: crate::cli::cluster_file::default_compaction_retain_entries(),
         segment_bytes: a.segment_bytes,
         ring_bytes: 1 << 20,
         spin_us: a.spin_us,
@@ -131,7 +131,7 @@ pub fn spawn_node_opts(dir: &Path, id: u64, exit_with_parent: bool) -> anyhow::R
         .arg(id.to_string())
         .args(exit_with_parent.then_some("--exit-with-parent"))
         .env(
-            crate::node_cmd::PARENT_PID_ENV,
+            crate::cli::node::PARENT_PID_ENV,
             std::process::id().to_string(),
         )
         .stdin(Stdio::null())
@@ -222,7 +222,7 @@ pub fn sweep_stale_runtime_dirs() {
 }
 
 pub fn run(a: &ClusterArgs) -> ExitCode {
-    crate::node_cmd::init_logging();
+    crate::cli::node::init_logging();
     let cf = match prepare(a) {
         Ok(c) => c,
         Err(e) => {

@@ -13,10 +13,12 @@
 //!
 //! Torture supervises the node processes itself (it must know which exits it caused).
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
-use crate::cluster_file::{ClusterFile, parse_range_ms};
-use crate::nemesis::{Fault, apply};
-use crate::status_cmd::collect;
+use crate::chaos::nemesis::{Fault, apply};
+use crate::cli::cluster::{
+    ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs,
+};
+use crate::cli::cluster_file::{ClusterFile, parse_range_ms};
+use crate::cli::status::collect;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shmraft_consensus::history::{HistoryWriter, OpKind, Operation};
@@ -295,7 +297,7 @@ fn lost_appends(ops: &[Operation], finals: &HashMap<String, String>) -> (usize, 
 }
 
 pub fn run(a: &TortureArgs) -> ExitCode {
-    crate::node_cmd::init_logging_quiet();
+    crate::cli::node::init_logging_quiet();
     match torture(a) {
         Ok(report) => {
             let failed = !report.violations.is_empty();

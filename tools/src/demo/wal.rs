@@ -12,9 +12,9 @@
 //! Everything happens in a temporary directory (or under `--dir D`) that is removed at the end
 //! unless `--keep` is given.
 
-use crate::payload::{KvPrinter, PayloadMode};
-use crate::raft_dump::{self, RaftDumpArgs, Target};
-use crate::wal_bench::{self, BenchParams};
+use crate::bench::wal::{self as wal_bench, BenchParams};
+use crate::dump::payload::{KvPrinter, PayloadMode};
+use crate::dump::raft_dump::{self, RaftDumpArgs, Target};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use shmraft_consensus::kv::KvCommand;
@@ -242,7 +242,11 @@ fn demo(base: &Path, quick: bool) -> Result<()> {
     let stdout = std::io::stdout();
     {
         let mut out = stdout.lock();
-        raft_dump::run_with_printer(&dump_args(&crash), &crate::payload::NonePrinter, &mut out)?;
+        raft_dump::run_with_printer(
+            &dump_args(&crash),
+            &crate::dump::payload::NonePrinter,
+            &mut out,
+        )?;
         let from = survived.saturating_sub(2).max(1);
         println!(
             "\n$ raft-dump {} --entries --from {from} --to {survived} --payload kv",

@@ -1,7 +1,7 @@
 //! `shmraft node --dir D --id I`: one node process (spawned by `shmraft cluster`, or by hand)
 //! running the built-in key-value state machine.
 
-use crate::cluster_file::{ClusterFile, PID_FILE_NAME};
+use crate::cli::cluster_file::{ClusterFile, PID_FILE_NAME};
 use shmraft_consensus::KvStateMachine;
 use shmraft_consensus::node::Node;
 use std::path::PathBuf;
@@ -101,7 +101,7 @@ pub fn run(a: &NodeArgs) -> ExitCode {
     // Fault-matrix C5: a node that has run before but finds its data directory gone or empty
     // lost its term, its vote and its log. Starting it as a fresh node could let it vote twice
     // in one term or help elect a leader missing committed entries, so refuse, and say why.
-    let marker = crate::cluster_file::initialized_marker(&a.dir, a.id);
+    let marker = crate::cli::cluster_file::initialized_marker(&a.dir, a.id);
     let empty = std::fs::read_dir(&data_dir).map_or(true, |mut d| d.next().is_none());
     if marker.exists() && empty {
         eprintln!(

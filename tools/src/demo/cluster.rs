@@ -4,9 +4,11 @@
 //! killed node and shows it catching up through InstallSnapshot, checks every acknowledged
 //! write and the state machine digests, prints a summary and cleans up.
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
-use crate::cluster_file::ClusterFile;
-use crate::status_cmd::collect;
+use crate::cli::cluster::{
+    ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs,
+};
+use crate::cli::cluster_file::ClusterFile;
+use crate::cli::status::collect;
 use anyhow::{Context, bail};
 use shmraft_consensus::node::client::{Client, ClientConfig};
 use shmraft_consensus::node::status::NodeStatus;
@@ -123,7 +125,7 @@ fn snapshot_bytes(data_dir: &Path) -> u64 {
 }
 
 pub fn run(a: &DemoArgs) -> ExitCode {
-    crate::node_cmd::init_logging_quiet();
+    crate::cli::node::init_logging_quiet();
     let tmp;
     let dir = match &a.dir {
         Some(d) => d.clone(),

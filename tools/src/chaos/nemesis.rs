@@ -13,8 +13,8 @@
 //! re-reads within a tick: `partition 1,2/3,4,5`, `isolate I`, `oneway I->J` (I's messages to J
 //! are dropped; J's to I still arrive), `heal`.
 
-use crate::cluster::spawn_node;
-use crate::cluster_file::{ClusterFile, hold_path, live_node_pid, pid_alive};
+use crate::cli::cluster::spawn_node;
+use crate::cli::cluster_file::{ClusterFile, hold_path, live_node_pid, pid_alive};
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
