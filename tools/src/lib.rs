@@ -11,6 +11,7 @@
 //! missing or unreadable input).
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod bench;
 pub mod chaos;
 pub mod cli;
@@ -169,5 +170,45 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::ShmraftCli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_fsync_flag_is_typed_and_refuses_a_bad_policy_naming_the_flag_and_the_forms() {
+        use clap::Parser;
+        for cmd in [
+            &["cluster", "--dir", "d"][..],
+            &["torture"],
+            &["demo"],
+            &["bench"],
+            &["bench", "failover"],
+            &["bench", "catchup"],
+            &["wal", "bench", "--dir", "d"],
+        ] {
+            let ok = ["shmraft"]
+                .iter()
+                .chain(cmd)
+                .chain(&["--fsync", "interval:7"]);
+            let parsed = super::ShmraftCli::try_parse_from(ok);
+            assert!(parsed.is_ok(), "{cmd:?}: {:?}", parsed.err());
+            let bad = ["shmraft"]
+                .iter()
+                .chain(cmd)
+                .chain(&["--fsync", "sometimes"]);
+            let e = super::ShmraftCli::try_parse_from(bad).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{cmd:?}");
+            let msg = e.to_string();
+            for needle in [
+                "--fsync",
+                "sometimes",
+                "always",
+                "batch:<delay_us>:<bytes>",
+                "never",
+            ] {
+                assert!(
+                    msg.contains(needle),
+                    "{cmd:?}: {needle:?} missing from {msg}"
+                );
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! killed node and shows it catching up through InstallSnapshot, checks every acknowledged
 //! write and the state machine digests, prints a summary and cleans up.
 
+use crate::args::{ClusterDirArg, ElectionTimeoutArg, FsyncArg};
 use crate::cli::cluster::{
     ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs,
 };
@@ -21,13 +22,13 @@ use std::time::{Duration, Instant};
 
 /// Start a 3-node cluster, break it, heal it, and show that nothing acknowledged was lost.
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("fsync", |a| a.default_value("batch")))]
 pub struct DemoArgs {
     /// Cluster directory (default: a temporary one, removed at the end).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// fsync policy of the nodes.
-    #[arg(long, default_value = "batch")]
-    pub fsync: String,
+    #[command(flatten)]
+    pub sync: FsyncArg,
     /// Writes before the leader is killed.
     #[arg(long, default_value_t = 3000)]
     pub writes_before: u64,
@@ -174,9 +175,13 @@ fn demo(
     sweep_stale_runtime_dirs();
     let cf = prepare(&ClusterArgs {
         nodes: 3,
-        dir: dir.to_path_buf(),
-        fsync: a.fsync.clone(),
-        election_timeout_ms: (150, 300),
+        cluster: ClusterDirArg {
+            dir: dir.to_path_buf(),
+        },
+        sync: a.sync.clone(),
+        timing: ElectionTimeoutArg {
+            election_timeout_ms: (150, 300),
+        },
         heartbeat_ms: 30,
         tick_ms: None,
         spin_us: 10,
