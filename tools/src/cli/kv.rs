@@ -5,7 +5,7 @@
 //! not have taken effect). Retries inside one invocation reuse the same client id and sequence
 //! number, so a write is applied at most once.
 
-use crate::cluster_file::ClusterFile;
+use crate::cli::cluster_file::ClusterFile;
 use shmraft_consensus::kv::client::KvClient;
 use shmraft_consensus::node::client::{ClientConfig, ClientError};
 use std::io::Write;

@@ -13,17 +13,19 @@
 //!
 //! Torture supervises the node processes itself (it must know which exits it caused).
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
-use crate::cluster_file::{ClusterFile, parse_range_ms};
-use crate::nemesis::{Fault, apply};
-use crate::status_cmd::collect;
+use crate::args::{ClusterDirArg, ElectionTimeoutArg, FsyncArg, JsonFlag};
+use crate::chaos::nemesis::{Fault, apply};
+use crate::cli::cluster::{
+    ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs,
+};
+use crate::cli::cluster_file::ClusterFile;
+use crate::cli::status::collect;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shmraft_consensus::history::{HistoryWriter, OpKind, Operation};
 use shmraft_consensus::kv::client::KvClient;
 use shmraft_consensus::lincheck::{CheckOutcome, check_history};
 use shmraft_consensus::node::client::{ClientConfig, ClientError};
-use shmraft_storage::FsyncPolicy;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode};
@@ -33,6 +35,7 @@ use std::time::{Duration, Instant};
 
 /// Run a workload under random faults and check linearizability and durability.
 #[derive(clap::Args, Debug, Clone)]
+#[command(mut_arg("election_timeout_ms", |a| a.default_value("100-200")))]
 pub struct TortureArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
@@ -40,9 +43,8 @@ pub struct TortureArgs {
     /// How long faults are injected, seconds (then heal and check).
     #[arg(long, default_value_t = 30)]
     pub duration_s: u64,
-    /// fsync policy of every node.
-    #[arg(long, default_value = "always")]
-    pub fsync: String,
+    #[command(flatten)]
+    pub sync: FsyncArg,
     /// Faults to inject, comma-separated: kill, pause, partition, powercut (or "none").
     #[arg(long, default_value = "kill,pause,partition,powercut")]
     pub faults: String,
@@ -61,18 +63,16 @@ pub struct TortureArgs {
     /// Cluster directory (default: a temporary one, kept only if the run fails).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Election timeout range in milliseconds.
-    #[arg(long, default_value = "100-200", value_parser = parse_range_ms)]
-    pub election_timeout_ms: (u64, u64),
+    #[command(flatten)]
+    pub timing: ElectionTimeoutArg,
     /// Snapshot every this many entries (small, so snapshots and InstallSnapshot happen).
     #[arg(long, default_value_t = 500)]
     pub snapshot_entries: u64,
     /// Time budget of the linearizability check, seconds.
     #[arg(long, default_value_t = 120)]
     pub check_timeout_s: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -296,11 +296,11 @@ fn lost_appends(ops: &[Operation], finals: &HashMap<String, String>) -> (usize, 
 }
 
 pub fn run(a: &TortureArgs) -> ExitCode {
-    crate::node_cmd::init_logging_quiet();
+    crate::cli::node::init_logging_quiet();
     match torture(a) {
         Ok(report) => {
             let failed = !report.violations.is_empty();
-            if a.json {
+            if a.output.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -357,10 +357,7 @@ fn print_report(r: &TortureReport) {
 
 fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
     let faults = parse_faults(&a.faults)?;
-    let policy: FsyncPolicy = a
-        .fsync
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--fsync: {e}"))?;
+    let policy = a.sync.fsync;
     if a.clients == 0 || a.keys == 0 {
         anyhow::bail!("--clients and --keys must be at least 1");
     }
@@ -378,10 +375,10 @@ fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
     sweep_stale_runtime_dirs();
     let cf = prepare(&ClusterArgs {
         nodes: a.nodes,
-        dir: dir.clone(),
-        fsync: a.fsync.clone(),
-        election_timeout_ms: a.election_timeout_ms,
-        heartbeat_ms: (a.election_timeout_ms.0 / 5).max(1),
+        cluster: ClusterDirArg { dir: dir.clone() },
+        sync: a.sync.clone(),
+        timing: a.timing.clone(),
+        heartbeat_ms: (a.timing.election_timeout_ms.0 / 5).max(1),
         tick_ms: None,
         spin_us: 10,
         snapshot_entries: a.snapshot_entries,
