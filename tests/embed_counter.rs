@@ -132,6 +132,8 @@ impl Cluster {
                 return s.id;
             }
             assert!(Instant::now() < deadline, "no leader within 60 s");
+            // Elections take seconds here (long timeouts): poll gently.
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
