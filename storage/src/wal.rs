@@ -9,8 +9,8 @@
 
 use crate::error::{Corruption, FatalError, Result, StorageError};
 use crate::format::{
-    self, OFFSET_ENTRY_BYTES, RECORD_HEADER_BYTES, RECORD_MARKER, SEGMENT_HEADER_BYTES,
-    TRAILER_BYTES, Trailer,
+    self, OFFSET_ENTRY_BYTES, RECORD_HEADER_BYTES, RECORD_MARKER, RecordCheck, RecordRules,
+    SEGMENT_HEADER_BYTES, TRAILER_BYTES, Trailer,
 };
 use crate::ledger::{Ledger, LedgerView};
 use crate::policy::FsyncPolicy;
@@ -511,7 +511,8 @@ struct Scan {
     stop_reason: Option<String>,
 }
 
-/// Scans records from the header on; stops at the first record that is not valid here.
+/// Scans records from the header on; stops at the first record that is not valid here
+/// ([`format::check_record`] decides, the same rule `raft-dump` applies).
 fn scan_records(seg: &Segment, mut expect: Option<LogIndex>, mut prev_term: LogTerm) -> Scan {
     let mut s = Scan {
         offsets: Vec::new(),
@@ -521,65 +522,31 @@ fn scan_records(seg: &Segment, mut expect: Option<LogIndex>, mut prev_term: LogT
         last: None,
         stop_reason: None,
     };
-    let limit = seg.bytes - TRAILER_BYTES;
+    let bytes = seg.slice(0, seg.bytes).unwrap_or(&[]);
     loop {
-        let at = s.end;
-        let room_needed = OFFSET_ENTRY_BYTES * (s.offsets.len() as u64 + 1);
-        let Some(h) = seg
-            .slice(at, RECORD_HEADER_BYTES)
-            .filter(|_| at + RECORD_HEADER_BYTES <= limit)
-        else {
-            break;
+        let rules = RecordRules {
+            expect,
+            prev_term,
+            area_end: seg.bytes - TRAILER_BYTES,
+            index_room: format::open_segment_index_room(s.offsets.len() as u64),
         };
-        if h.iter().all(|&b| b == 0) {
-            break;
-        }
-        let rh = match format::decode_record_header(h) {
-            Some(rh) => rh,
-            None => break,
-        };
-        let bad = |why: String| Some(why);
-        let len = rh.payload_len as u64;
-        let rec = format::record_bytes(len);
-        let reason = if rh.marker != RECORD_MARKER || !rh.reserved_zero {
-            bad("a record header (marker byte 0xA5, zero reserved bytes)".into())
-        } else if at + rec + room_needed > limit {
-            bad(format!(
-                "a record length that fits the segment, found {len}"
-            ))
-        } else {
-            let payload = seg.slice(at + RECORD_HEADER_BYTES, len).unwrap_or(&[]);
-            let crc = format::record_crc(seg.seed, h, payload);
-            if crc != rh.crc {
-                bad(format!(
-                    "record checksum {:#010x}, found {:#010x}",
-                    crc, rh.crc
-                ))
-            } else if rh.index.0 == 0 || expect.is_some_and(|e| e != rh.index) {
-                bad(format!(
-                    "index {}, found {} (misplaced record)",
-                    expect.map(|e| e.0).unwrap_or(1),
-                    rh.index
-                ))
-            } else if rh.term < prev_term {
-                bad(format!("term >= {prev_term}, found {}", rh.term))
-            } else {
-                None
+        let r = match format::check_record(bytes, seg.seed, s.end, &rules) {
+            RecordCheck::Valid(r) => r,
+            RecordCheck::End => break,
+            RecordCheck::Invalid { fault, .. } => {
+                s.stop_reason = Some(fault.to_string());
+                break;
             }
         };
-        if let Some(r) = reason {
-            s.stop_reason = Some(r);
-            break;
-        }
         if s.offsets.is_empty() {
-            s.first_term = rh.term;
+            s.first_term = r.header.term;
         }
-        s.offsets.push(at as u32);
-        s.chain.update(&rh.crc.to_le_bytes());
-        s.last = Some((rh.index, rh.term));
-        expect = Some(rh.index.next());
-        prev_term = rh.term;
-        s.end = at + rec;
+        s.offsets.push(s.end as u32);
+        s.chain.update(&r.header.crc.to_le_bytes());
+        s.last = Some((r.header.index, r.header.term));
+        expect = Some(r.header.index.next());
+        prev_term = r.header.term;
+        s.end += r.bytes;
     }
     s
 }

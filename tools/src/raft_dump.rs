@@ -956,6 +956,7 @@ fn severity_str(s: Severity) -> &'static str {
     match s {
         Severity::Corruption => "corruption",
         Severity::TornTail => "torn-tail",
+        Severity::WouldDiscard => "would-discard",
         Severity::Notice => "notice",
     }
 }
