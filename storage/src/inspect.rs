@@ -676,9 +676,16 @@ fn scan_open(p: &mut SegParse<'_>, expect_first: Option<LogIndex>) {
                 Some(v) => at + v.bytes,
                 None => at + format::RECORD_ALIGN,
             };
-            // For garbage, point at its first non-zero byte (exact for a flipped bit).
+            // A damaged record header (several non-zero bytes: a record always has a checksum
+            // and an index) is reported at its start; a lone non-zero byte in zeros at its own
+            // offset (exact for a flipped bit).
+            let header = buf
+                .get(at as usize..(at + RECORD_HEADER_BYTES).min(seg_bytes) as usize)
+                .unwrap_or(&[]);
+            let lone_byte = header.iter().filter(|&&b| b != 0).count() < 2;
             let report_at = match &record {
                 Some(_) => at,
+                None if !lone_byte => at,
                 None => {
                     at + buf
                         .get(at as usize..seg_bytes as usize)
