@@ -1002,7 +1002,11 @@ fn verify_segments(
         let buf = read_file(&p)?;
         let h = format::decode_segment_header(&buf).map_err(|e| e.to_string());
         let synced = ledger_synced(ledger, &h);
-        let expect_first = prev.as_ref().map(|(_, li, _)| li.next());
+        // Past the point where recovery ends the log, each segment is read on its own.
+        let expect_first = prev
+            .as_ref()
+            .filter(|_| tally.is_none())
+            .map(|(_, li, _)| li.next());
         let parsed = parse_segment(&p, &buf, synced, false, expect_first);
         problems.extend(parsed.problems);
         let info = parsed.info;
