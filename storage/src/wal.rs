@@ -326,6 +326,11 @@ impl Preparer {
         let r = if self.pending {
             self.pending = false;
             match self.rx.recv() {
+                // The background attempt found the disk full, possibly long ago (it runs
+                // ahead of need): space may have been freed since, so try once more now.
+                Ok(Err(StorageError::DiskFull { .. })) => {
+                    Segment::create(dir, self.next_seq, bytes, zero_fill, faults)
+                }
                 Ok(r) => r,
                 // The thread is gone (spawn failed): prepare inline.
                 Err(_) => Segment::create(dir, self.next_seq, bytes, zero_fill, faults),
