@@ -13,6 +13,10 @@
 //!
 //! The crates themselves are re-exported as [`consensus`], [`storage`] and [`ipc`] for tools that
 //! need more; see ARCHITECTURE.md for the map.
+//!
+//! The `cli` feature (on by default) adds the `shmraft` and `raft-dump` binaries and [`tools`],
+//! the crate behind them; without it (`default-features = false`) an embedder compiles only the
+//! library crates (no clap, plotters, indicatif, hdrhistogram).
 #![forbid(unsafe_code)]
 
 pub use shmraft_consensus as consensus;
@@ -33,3 +37,6 @@ pub mod kv {
     pub use shmraft_consensus::kv::client::KvClient;
     pub use shmraft_consensus::kv::{KvCommand, KvResult, KvStateMachine};
 }
+
+#[cfg(feature = "cli")]
+pub use shmraft_tools as tools;

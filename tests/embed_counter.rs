@@ -247,6 +247,41 @@ fn wrong_cluster_id_and_missing_cluster_are_named(cluster: &Cluster) {
     );
 }
 
+/// The embedding build (the facade without its `cli` feature) compiles none of the command line's
+/// dependencies: `cargo tree` of that build names none of them.
+fn embedding_build_has_no_cli_dependencies() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "shmraft",
+            "--no-default-features",
+            "-e",
+            "normal",
+        ])
+        .args(["--prefix", "none", "--offline", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .output()
+        .expect("run cargo tree");
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(tree.contains("shmraft-consensus "), "{tree}");
+    for cli_only in [
+        "shmraft-tools",
+        "clap",
+        "plotters",
+        "indicatif",
+        "hdrhistogram",
+    ] {
+        let found = tree.lines().any(|l| l.starts_with(&format!("{cli_only} ")));
+        assert!(!found, "the embedding build compiles {cli_only}:\n{tree}");
+    }
+}
+
 /// One check against the shared cluster.
 type ClusterTest = fn(&Cluster);
 
@@ -256,6 +291,9 @@ fn main() {
         node_main(args[2].parse().expect("node id"), Path::new(&args[3]));
         return;
     }
+    eprintln!("test embedding_build_has_no_cli_dependencies ...");
+    embedding_build_has_no_cli_dependencies();
+    eprintln!("test embedding_build_has_no_cli_dependencies ... ok");
     let cluster = Cluster::start();
     let tests: [(&str, ClusterTest); 3] = [
         (
@@ -277,5 +315,5 @@ fn main() {
         test(&cluster);
         eprintln!("test {name} ... ok");
     }
-    println!("embed_counter: {} passed, 0 failed", tests.len());
+    println!("embed_counter: {} passed, 0 failed", tests.len() + 1);
 }

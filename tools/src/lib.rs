@@ -5,6 +5,7 @@
 //! [`chaos`] breaks one and checks what it did (`nemesis`, `torture`, `check-history`),
 //! [`bench`] measures (`bench`, `bench failover`, `bench catchup`, `wal bench`,
 //! `wal open-bench`), [`demo`] shows (`demo`, `wal demo`) and [`dump`] inspects (`raft-dump`).
+//! [`args`] holds the argument groups several commands share.
 //!
 //! Exit status convention of every command: 0 success, 1 the command ran and found a problem
 //! (corruption, a non-linearizable history, a failed benchmark run), 2 a usage error (bad flag,

@@ -1170,6 +1170,7 @@ impl<S: StateMachine> Node<S> {
             entries_applied: self.counters.entries_applied,
             writes_answered: self.counters.writes_answered,
             reads_answered: self.counters.reads_answered,
+            last_snapshot_install: self.raft.store().last_snapshot_install().cloned(),
             updated_unix_ms: wall_ms(),
         }
     }

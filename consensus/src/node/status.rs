@@ -60,7 +60,27 @@ pub struct NodeStatus {
     pub writes_answered: u64,
     #[serde(default)]
     pub reads_answered: u64,
+    /// The last snapshot this node installed from a leader since it started (None: none).
+    #[serde(default)]
+    pub last_snapshot_install: Option<SnapshotInstall>,
     pub updated_unix_ms: u64,
+}
+
+/// Timings of one snapshot received from a leader (InstallSnapshot) and installed, for
+/// benchmarks: what the node measured itself rather than what its log lines say.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInstall {
+    /// The snapshot's last included index.
+    pub index: u64,
+    /// Bytes of the snapshot's data (the state machine's serialized state).
+    pub data_bytes: u64,
+    /// When the first chunk arrived: wall clock, microseconds since the Unix epoch (to compare
+    /// with another process's clock on the same host).
+    pub first_chunk_unix_us: u64,
+    /// From the first chunk until the last was written (the transfer), microseconds.
+    pub receive_us: u64,
+    /// The install: file sync, rename, directory sync, log discarded, microseconds.
+    pub install_us: u64,
 }
 
 /// The role's name as `shmraft status` spells it.

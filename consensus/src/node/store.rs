@@ -6,6 +6,7 @@
 
 use crate::log_store::{LogError, LogStore};
 use crate::message::{Entry, EntryKind, HardState, Membership, Payload, SnapshotMeta};
+use crate::node::status::SnapshotInstall;
 use crate::raft::SnapshotChunk;
 use crate::types::{Index, NodeId, Term};
 use shmraft_storage as st;
@@ -72,6 +73,13 @@ pub fn decode_membership(b: &[u8]) -> Option<Membership> {
     })
 }
 
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 fn storage_err(e: st::StorageError) -> LogError {
     LogError::Storage(e.to_string())
 }
@@ -83,6 +91,10 @@ pub struct WalLogStore {
     initial_membership: Membership,
     /// A snapshot being received from the leader (InstallSnapshot chunks, Raft §7).
     incoming: Option<(SnapshotMeta, st::SnapshotWriter)>,
+    /// When the incoming snapshot's first chunk arrived (monotonic, and Unix microseconds).
+    incoming_since: Option<(std::time::Instant, u64)>,
+    /// Timings of the last snapshot installed, for the status file.
+    last_install: Option<SnapshotInstall>,
     /// The most recently appended entries, contiguous and ending at the log's last index (or
     /// empty). Payloads are shared (`Payload` is an `Arc`), so this costs no copies; the core
     /// reads entries back right after appending them (a leader to replicate, every node to
@@ -114,6 +126,8 @@ impl WalLogStore {
             storage,
             initial_membership,
             incoming: None,
+            incoming_since: None,
+            last_install: None,
             recent: VecDeque::new(),
             recent_bytes: 0,
         };
@@ -206,6 +220,7 @@ impl WalLogStore {
                 &encode_membership(&c.meta.membership),
             )?;
             self.incoming = Some((c.meta.clone(), w));
+            self.incoming_since = Some((std::time::Instant::now(), unix_us()));
             tracing::info!(index = %c.meta.last_included_index, "receiving a snapshot");
         }
         let Some((meta, w)) = self.incoming.as_mut() else {
@@ -241,6 +256,7 @@ impl WalLogStore {
             "installing a snapshot other than the one received"
         );
         let data_bytes = w.data_bytes();
+        let received = std::time::Instant::now();
         tracing::info!(index = %meta.last_included_index, data_bytes, "snapshot received; installing");
         self.storage.snapshots.finish(w)?;
         // A crash here is completed by `reconcile_with_snapshot` at the next open.
@@ -250,7 +266,21 @@ impl WalLogStore {
             st::LogTerm(meta.last_included_term.get()),
         )?;
         tracing::info!(index = %meta.last_included_index, "snapshot installed");
+        let (first_chunk, first_chunk_unix_us) =
+            self.incoming_since.take().unwrap_or((received, 0));
+        self.last_install = Some(SnapshotInstall {
+            index: meta.last_included_index.get(),
+            data_bytes,
+            first_chunk_unix_us,
+            receive_us: (received - first_chunk).as_micros() as u64,
+            install_us: received.elapsed().as_micros() as u64,
+        });
         Ok(())
+    }
+
+    /// Timings of the last snapshot installed from a leader since the node started.
+    pub fn last_snapshot_install(&self) -> Option<&SnapshotInstall> {
+        self.last_install.as_ref()
     }
 
     /// Appends entries, first truncating every entry at or after `entries[0].index` (conflict

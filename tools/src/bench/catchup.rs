@@ -13,7 +13,8 @@
 //! 4. `t0`: the follower is restarted. Its status is polled over the client channel until its
 //!    applied index reaches `C0`: the catch-up time. Polling also gives when the process first
 //!    answered (start-up), when its snapshot was installed and restored, and the log tail after
-//!    (the transfer and install phases come from the time stamps of the follower's log).
+//!    (the transfer and install phases come from the follower's status: the node records the
+//!    timings of the last snapshot it installed).
 //!    After the run the follower must report an installed snapshot, or the run is refused.
 //! 5. GB/s = the leader's snapshot file bytes / catch-up time.
 //!
@@ -95,17 +96,17 @@ pub struct CatchupRun {
     pub snapshot_ms: f64,
     /// From then until it had applied `leader_commit_at_t0` (the log after the snapshot).
     pub tail_ms: f64,
-    /// The follower's side, from the time stamps of its log lines (None if its log level hides
-    /// them, e.g. `RUST_LOG=warn`): from the restart until it wrote the first chunk (start-up,
-    /// the leader noticing it and finding its log compacted).
-    pub transfer_start_ms: Option<f64>,
-    /// From the first chunk written until the last (chunks read, sent, received, written).
-    pub transfer_ms: Option<f64>,
+    /// The follower's side, from the snapshot-install timings in its status: from the restart
+    /// until its first chunk arrived (start-up, the leader noticing it and finding its log
+    /// compacted; on the host's wall clock, shared by both processes).
+    pub transfer_start_ms: f64,
+    /// From the first chunk until the last was written (chunks read, sent, received, written).
+    pub transfer_ms: f64,
     /// Install: trailer, fdatasync, rename, directory sync, log discarded (storage rule 15).
-    pub install_ms: Option<f64>,
+    pub install_ms: f64,
     /// From the install until the follower reported the snapshot applied (reading the file
     /// back, checking it, restoring the state machine; plus one status round trip).
-    pub restore_ms: Option<f64>,
+    pub restore_ms: f64,
     /// Offline, on the same snapshot file after the run: read it, check its checksum and
     /// restore a key-value machine from it (the follower does the same after the install).
     pub offline_restore_ms: f64,
@@ -451,21 +452,20 @@ fn one_run(a: &CatchupArgs, parent: &Path, run: u64, writes: u64) -> anyhow::Res
             ls.snapshot_index
         );
     }
-    // The follower's own time stamps (wall clock, UTC) for the transfer and the install.
-    let log = std::fs::read_to_string(
-        cluster
-            .dir
-            .join("logs")
-            .join(format!("node-{follower}.log")),
-    )
-    .unwrap_or_default();
-    let t0_unix_s = t0_wall
+    // The follower's own timings of the transfer and the install.
+    let install = final_status
+        .last_snapshot_install
+        .clone()
+        .with_context(|| {
+            format!("node {follower} reports an installed snapshot but no install timings")
+        })?;
+    let t0_unix_us = t0_wall
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let at_ms = |needle: &str| last_log_time_unix_s(&log, needle).map(|t| (t - t0_unix_s) * 1e3);
-    let recv_start = at_ms("receiving a snapshot");
-    let recv_end = at_ms("snapshot received; installing");
-    let installed = at_ms("snapshot installed");
+        .map_or(0, |d| d.as_micros() as u64);
+    let transfer_start_ms = (install.first_chunk_unix_us as f64 - t0_unix_us as f64) / 1e3;
+    let transfer_ms = install.receive_us as f64 / 1e3;
+    let install_ms = install.install_us as f64 / 1e3;
+    let installed_ms = transfer_start_ms + transfer_ms + install_ms;
     // The cluster is idle now (no writer, the follower caught up): measure the restore alone.
     let offline = offline_restore_ms(&snap_path)?;
     drop(cluster);
@@ -488,58 +488,13 @@ fn one_run(a: &CatchupArgs, parent: &Path, run: u64, writes: u64) -> anyhow::Res
         startup_ms: (first_answer - t0).as_secs_f64() * 1e3,
         snapshot_ms,
         tail_ms: (done_at - snapshot_done).as_secs_f64() * 1e3,
-        transfer_start_ms: recv_start,
-        transfer_ms: recv_start.zip(recv_end).map(|(a, b)| b - a),
-        install_ms: recv_end.zip(installed).map(|(a, b)| b - a),
-        restore_ms: installed.map(|i| (snapshot_done - t0).as_secs_f64() * 1e3 - i),
+        transfer_start_ms,
+        transfer_ms,
+        install_ms,
+        restore_ms: (snapshot_done - t0).as_secs_f64() * 1e3 - installed_ms,
         offline_restore_ms: offline,
         snapshots_installed: final_status.snapshots_installed,
     })
-}
-
-/// The time (Unix seconds) of the last line of a node's log containing `needle`. Lines start
-/// with an RFC 3339 UTC time stamp (`2026-11-23T17:00:37.327803Z`), possibly inside terminal
-/// colour codes.
-fn last_log_time_unix_s(log: &str, needle: &str) -> Option<f64> {
-    let line = log.lines().rev().find(|l| l.contains(needle))?;
-    // Drop terminal colour codes (ESC '[' ... 'm').
-    let mut plain = String::with_capacity(line.len());
-    let mut in_code = false;
-    for c in line.chars() {
-        match (in_code, c) {
-            (false, '\x1b') => in_code = true,
-            (true, 'm') => in_code = false,
-            (false, c) => plain.push(c),
-            (true, _) => {}
-        }
-    }
-    let start = plain.find(|c: char| c.is_ascii_digit())?;
-    let stamp = plain[start..]
-        .split(|c: char| c == 'Z' || c.is_whitespace())
-        .next()?;
-    parse_rfc3339_utc(stamp)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.frac]` (UTC) as Unix seconds.
-fn parse_rfc3339_utc(s: &str) -> Option<f64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.splitn(3, ':');
-    let (hh, mm) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let ss: f64 = t.next()?.parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
 }
 
 /// The newest complete snapshot file (`snap-*.snap`) in a node's data directory.
@@ -600,19 +555,18 @@ fn table(r: &CatchupReport) -> String {
         "tail ms",
         "offl. rst"
     );
-    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"));
     for x in &r.runs {
         let _ = writeln!(
             s,
-            "{:>4} {:>9.1} {:>8.3}s {:>6.2} | {:>9} {:>9} {:>9} {:>9} {:>8.1} | {:>9.1}",
+            "{:>4} {:>9.1} {:>8.3}s {:>6.2} | {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.1} | {:>9.1}",
             x.run,
             x.snapshot_file_bytes as f64 / (1 << 20) as f64,
             x.catchup_s,
             x.gb_per_s,
-            ms(x.transfer_start_ms),
-            ms(x.transfer_ms),
-            ms(x.install_ms),
-            ms(x.restore_ms),
+            x.transfer_start_ms,
+            x.transfer_ms,
+            x.install_ms,
+            x.restore_ms,
             x.tail_ms,
             x.offline_restore_ms
         );
@@ -641,23 +595,4 @@ fn table(r: &CatchupReport) -> String {
         );
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_time_stamps_parse_through_colour_codes() {
-        let log = "\x1b[2m2026-11-23T17:00:37.327803Z\x1b[0m \x1b[32m INFO\x1b[0m snapshot installed\n\
-                   2026-11-23T17:00:38.5Z INFO other\n";
-        let t = last_log_time_unix_s(log, "snapshot installed").unwrap();
-        // 2026-11-23T00:00:00Z is 1_795_392_000 (date -u -d 2026-11-23 +%s).
-        assert!(
-            (t - (1_795_392_000.0 + 17.0 * 3600.0 + 37.327803)).abs() < 1e-6,
-            "{t}"
-        );
-        assert_eq!(last_log_time_unix_s(log, "absent"), None);
-        assert_eq!(parse_rfc3339_utc("1970-01-01T00:00:01.5"), Some(1.5));
-    }
 }

@@ -3,5 +3,6 @@
 //! `shmraft check-history` (the linearizability check of a recorded history).
 
 pub mod check_history;
+pub mod durability;
 pub mod nemesis;
 pub mod torture;
