@@ -337,6 +337,64 @@ impl SegParse<'_> {
         }
     }
 
+    /// Reports what is wrong with record `v` of a sealed segment walked by its footer (which
+    /// says it holds `index` and that no term exceeds `last_term`); records where recovery
+    /// would cut the log for it.
+    fn sealed_record_faults(
+        &mut self,
+        v: &format::RecordView<'_>,
+        fault: Option<format::RecordFault>,
+        index: LogIndex,
+        last_term: LogTerm,
+        area_end: u64,
+    ) {
+        let mut faults: Vec<String> = fault.iter().map(|f| f.to_string()).collect();
+        if v.header.term > last_term {
+            faults.push(format!(
+                "term {} above the trailer's last term {last_term}",
+                v.header.term
+            ));
+        }
+        for f in faults {
+            self.prob(self.severity_at(v.offset), v.offset, Some(index), f);
+            self.cut_at(v.offset, v.offset + v.bytes, Some(index), area_end);
+        }
+    }
+
+    /// Reports a non-zero padding byte after the payload of `v`.
+    fn check_padding(&mut self, v: &format::RecordView<'_>) {
+        let pad_from = v.offset + RECORD_HEADER_BYTES + v.header.payload_len as u64;
+        let pad = &self.buf[pad_from as usize..(v.offset + v.bytes) as usize];
+        if let Some(z) = first_nonzero(pad) {
+            let o = pad_from + z as u64;
+            self.prob(
+                self.severity_at(o),
+                o,
+                Some(v.header.index),
+                "non-zero padding byte after the payload".into(),
+            );
+        }
+    }
+
+    /// Compares the offset-index entry at `entry_at` with the true position of record
+    /// `index`; reports the first differing byte. Returns whether they agree.
+    fn check_offset_entry(&mut self, entry_at: u64, index: LogIndex, real_at: u64) -> bool {
+        let o = format::get_u32(self.buf, entry_at as usize) as u64;
+        if o == real_at {
+            return true;
+        }
+        let want = (real_at as u32).to_le_bytes();
+        let have = (o as u32).to_le_bytes();
+        let byte = (0..4).find(|&i| want[i] != have[i]).unwrap_or(0) as u64;
+        self.prob(
+            self.severity_at(entry_at + byte),
+            entry_at + byte,
+            Some(index),
+            format!("offset index entry says record {index} is at byte {o}, it is at {real_at}"),
+        );
+        false
+    }
+
     fn done(self) -> Parsed {
         Parsed {
             info: self.info,
@@ -466,22 +524,7 @@ fn walk_sealed(p: &mut SegParse<'_>, t: &Trailer, offsets_ok: bool, synced: Opti
     for k in 0..t.record_count as u64 {
         let entry_at = start + k * 4;
         let index = LogIndex(t.first_index.0 + k);
-        let o = format::get_u32(buf, entry_at as usize) as u64;
-        if o != expect_at {
-            index_mismatch = true;
-            let want = (expect_at as u32).to_le_bytes();
-            let have = (o as u32).to_le_bytes();
-            let byte = (0..4).find(|&i| want[i] != have[i]).unwrap_or(0) as u64;
-            let sev = p.severity_at(entry_at + byte);
-            p.prob(
-                sev,
-                entry_at + byte,
-                Some(index),
-                format!(
-                    "offset index entry says record {index} is at byte {o}, it is at {expect_at}"
-                ),
-            );
-        }
+        index_mismatch |= !p.check_offset_entry(entry_at, index, expect_at);
         let next_by_index = (k + 1 < t.record_count as u64)
             .then(|| format::get_u32(buf, (entry_at + 4) as usize) as u64);
         let rules = format::RecordRules {
@@ -528,32 +571,9 @@ fn walk_sealed(p: &mut SegParse<'_>, t: &Trailer, offsets_ok: bool, synced: Opti
         };
         chain.update(&v.header.crc.to_le_bytes());
         let crc_ok = !matches!(fault, Some(format::RecordFault::Checksum { .. }));
-        let mut faults = Vec::new();
-        if let Some(f) = fault {
-            faults.push(f.to_string());
-        }
-        if v.header.term > t.last_term {
-            faults.push(format!(
-                "term {} above the trailer's last term {}",
-                v.header.term, t.last_term
-            ));
-        }
-        for f in faults {
-            let sev = p.severity_at(expect_at);
-            p.prob(sev, expect_at, Some(index), f);
-            p.cut_at(expect_at, expect_at + v.bytes, Some(index), start);
-        }
+        p.sealed_record_faults(&v, fault, index, t.last_term, start);
         prev_term = v.header.term;
-        let pad_from = expect_at + RECORD_HEADER_BYTES + v.header.payload_len as u64;
-        if let Some(z) = first_nonzero(&buf[pad_from as usize..(expect_at + v.bytes) as usize]) {
-            let o = pad_from + z as u64;
-            p.prob(
-                p.severity_at(o),
-                o,
-                Some(index),
-                "non-zero padding byte after the payload".into(),
-            );
-        }
+        p.check_padding(&v);
         let keep = p.keep_payloads || p.records.is_empty();
         p.records.push(record_info(&v, crc_ok, keep));
         // A corrupt length field would misplace the walk: trust the index when it is intact.
@@ -650,17 +670,8 @@ fn scan_open(p: &mut SegParse<'_>, expect_first: Option<LogIndex>) {
             format::RecordCheck::End => break None,
             format::RecordCheck::Invalid { fault, record } => break Some((fault, record)),
         };
-        let pad_from = at + RECORD_HEADER_BYTES + v.header.payload_len as u64;
-        if let Some(z) = first_nonzero(&buf[pad_from as usize..(at + v.bytes) as usize]) {
-            // Recovery ignores padding (the record checks out), so keep scanning.
-            let o = pad_from + z as u64;
-            p.prob(
-                p.severity_at(o),
-                o,
-                Some(v.header.index),
-                "non-zero padding byte after the payload".into(),
-            );
-        }
+        // Recovery ignores padding (the record checks out), so keep scanning.
+        p.check_padding(&v);
         p.info.first.get_or_insert((v.header.index, v.header.term));
         p.info.last = Some((v.header.index, v.header.term));
         p.info.record_count += 1;
@@ -670,6 +681,20 @@ fn scan_open(p: &mut SegParse<'_>, expect_first: Option<LogIndex>) {
         at += v.bytes;
     };
     p.info.records_end = at;
+    report_scan_stop(p, stop, expect, seg_bytes, area_end);
+}
+
+/// Reports why and where the records of a scanned segment end (`stop`: the fault at
+/// `records_end`, or `None` for zeros), and where recovery would cut the log.
+fn report_scan_stop(
+    p: &mut SegParse<'_>,
+    stop: Option<(format::RecordFault, Option<format::RecordView<'_>>)>,
+    expect: Option<LogIndex>,
+    seg_bytes: u64,
+    area_end: u64,
+) {
+    let buf = p.buf;
+    let at = p.info.records_end;
     match stop {
         Some((fault, record)) => {
             let resume = match &record {
@@ -957,6 +982,39 @@ struct DiscardTally {
 }
 
 impl DiscardTally {
+    /// A segment after the point where recovery ends the log: debris it removes (R6), whose
+    /// records it discards, unless something in it was synced, which recovery refuses.
+    fn add_later_segment(
+        &mut self,
+        path: &Path,
+        info: &SegmentInfo,
+        synced_at: u64,
+    ) -> Option<Problem> {
+        if info.record_count == 0 {
+            return None;
+        }
+        if synced_at > SEGMENT_HEADER_BYTES {
+            return Some(Problem {
+                severity: Severity::Corruption,
+                file: path.to_path_buf(),
+                offset: Some(SEGMENT_HEADER_BYTES),
+                index: info.first.map(|f| f.0),
+                reason: format!(
+                    "synced records after the torn tail in {} (recovery refuses to open)",
+                    self.file.display()
+                ),
+                discards: None,
+            });
+        }
+        self.intact.add(Intact {
+            count: info.record_count,
+            first: info.first.map(|f| f.0),
+            last: info.last.map(|l| l.0),
+        });
+        self.files += 1;
+        None
+    }
+
     fn problem(&self) -> Option<Problem> {
         if self.intact.count == 0 {
             return None;
@@ -1012,28 +1070,7 @@ fn verify_segments(
         let info = parsed.info;
         let synced_at = synced.unwrap_or(SEGMENT_HEADER_BYTES);
         if let Some(t) = &mut tally {
-            // After the point where recovery ends the log: debris it removes (R6), unless
-            // something here was synced, which recovery refuses.
-            if info.record_count > 0 && synced_at > SEGMENT_HEADER_BYTES {
-                problems.push(Problem {
-                    severity: Severity::Corruption,
-                    file: p.clone(),
-                    offset: Some(SEGMENT_HEADER_BYTES),
-                    index: info.first.map(|f| f.0),
-                    reason: format!(
-                        "synced records after the torn tail in {} (recovery refuses to open)",
-                        t.file.display()
-                    ),
-                    discards: None,
-                });
-            } else if info.record_count > 0 {
-                t.intact.add(Intact {
-                    count: info.record_count,
-                    first: info.first.map(|f| f.0),
-                    last: info.last.map(|l| l.0),
-                });
-                t.files += 1;
-            }
+            problems.extend(t.add_later_segment(&p, &info, synced_at));
             continue;
         }
         if let Some((fi, ft)) = info.first {

@@ -123,6 +123,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WalShared {
+    /// State shared with the sync threads of a log recovered up to (and durable at)
+    /// `durable`.
+    fn new(dir: &Path, ledger: Arc<Ledger>, durable: LogIndex, faults: Faults) -> WalShared {
+        WalShared {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(SyncState { dirty: Vec::new() }),
+            ledger,
+            durable: AtomicU64::new(durable.0),
+            syncs: AtomicU64::new(0),
+            fatal: OnceLock::new(),
+            faults,
+            listener: Mutex::new(None),
+            batch: Mutex::new(BatchCtl::default()),
+            batch_cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
     fn fatal_err(&self) -> Option<StorageError> {
         self.fatal.get().map(|f| StorageError::Fatal(f.clone()))
     }
@@ -701,19 +719,7 @@ impl Wal {
         ledger.clear_segments();
         let (first_index, last_index, last_term) = log_bounds(&rec, compacted);
 
-        let shared = Arc::new(WalShared {
-            dir: dir.to_path_buf(),
-            state: Mutex::new(SyncState { dirty: Vec::new() }),
-            ledger,
-            durable: AtomicU64::new(last_index.0),
-            syncs: AtomicU64::new(0),
-            fatal: OnceLock::new(),
-            faults: faults.clone(),
-            listener: Mutex::new(None),
-            batch: Mutex::new(BatchCtl::default()),
-            batch_cv: Condvar::new(),
-            stop: AtomicBool::new(false),
-        });
+        let shared = Arc::new(WalShared::new(dir, ledger, last_index, faults.clone()));
         let mut preparer = Preparer::start(
             dir.to_path_buf(),
             opts.segment_bytes,

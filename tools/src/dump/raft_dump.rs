@@ -1078,17 +1078,19 @@ fn discard_json(p: &Problem) -> Value {
     })
 }
 
-/// Verifies a directory. On a live node (lock held) the record being appended can be read
-/// half-written while later pages already hold the next records, which looks like unsynced
-/// damage followed by intact records: such a finding is re-checked with a fresh read, and
-/// reported only if it persists.
+/// Verifies a directory. On a live node (lock held) the files are read one after the other
+/// while the node appends and rotates: the record being appended can be read half-written
+/// while later pages already hold the next records (unsynced damage followed by intact
+/// records), and a segment can be read after the rotation that followed the read of the one
+/// before it. A failing finding there is re-checked with a fresh read, and reported only if
+/// it persists.
 fn verify_dir_settled(path: &Path) -> Result<Vec<Problem>, DumpError> {
     let mut problems = with_retries(|| inspect::verify(path))?;
     for _ in 1..LIVE_DIR_ATTEMPTS {
-        let racing = problems
+        let failing = problems
             .iter()
-            .any(|p| p.severity == Severity::WouldDiscard)
-            && shmraft_storage::DirLock::is_held(path);
+            .any(|p| matches!(p.severity, Severity::WouldDiscard | Severity::Corruption));
+        let racing = failing && shmraft_storage::DirLock::is_held(path);
         if !racing {
             break;
         }
