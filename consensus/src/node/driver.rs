@@ -17,7 +17,7 @@
 //! dispatch.
 
 use crate::log_store::LogStore;
-use crate::message::{EntryKind, Membership, Message, MessageBody, Payload, SnapshotMeta};
+use crate::message::{Entry, EntryKind, Membership, Message, MessageBody, Payload, SnapshotMeta};
 use crate::raft::{Persist, ProposeError, Raft, ReadError, Ready, RoleKind, StepError};
 use crate::state_machine::StateMachine;
 use crate::types::{Index, Term};
@@ -142,6 +142,11 @@ pub struct Driver<D: Disk, N: Network, M: StateMachine> {
     net: N,
     sm: M,
     applied: Index,
+    /// The apply stage's queue: committed entries handed out by the core, not yet applied.
+    to_apply: VecDeque<Entry>,
+    /// Whether `process` runs the apply stage to the end (the node process) or a scheduler
+    /// steps it with [`Driver::apply_step`] (the simulator, so that apply lags commit).
+    apply_inline: bool,
     persists: VecDeque<PendingPersist<D::Ticket>>,
     writes: HashMap<Index, PendingWrite<N::Client>>,
     reads_unconfirmed: HashMap<u64, Vec<PendingRead<N::Client>>>,
@@ -177,6 +182,8 @@ impl<D: Disk, N: Network, M: StateMachine> Driver<D, N, M> {
             net,
             sm,
             applied: Index::ZERO,
+            to_apply: VecDeque::new(),
+            apply_inline: true,
             persists: VecDeque::new(),
             writes: HashMap::new(),
             reads_unconfirmed: HashMap::new(),
@@ -217,6 +224,14 @@ impl<D: Disk, N: Network, M: StateMachine> Driver<D, N, M> {
     }
     pub fn applied(&self) -> Index {
         self.applied
+    }
+    /// Committed entries waiting for the apply stage.
+    pub fn apply_backlog(&self) -> usize {
+        self.to_apply.len()
+    }
+    /// `false`: `process` leaves committed entries queued; [`Driver::apply_step`] applies them.
+    pub fn set_apply_inline(&mut self, inline: bool) {
+        self.apply_inline = inline;
     }
     pub fn counters(&self) -> DriverCounters {
         self.counters
@@ -427,13 +442,49 @@ impl<D: Disk, N: Network, M: StateMachine> Driver<D, N, M> {
             self.persist(p)?;
         }
         self.phase_mark(1);
-        // Step 5: restore from the snapshot.
+        // Step 5: restore from the snapshot (after what was handed out before it).
         if let Some(meta) = apply_snapshot {
+            self.apply_step(usize::MAX)?;
             self.restore(&meta)?;
         }
         self.phase_mark(2);
-        // Step 6: apply.
-        for e in committed {
+        // Step 6: apply (the apply stage: at once, or when the scheduler steps it).
+        self.to_apply.extend(committed);
+        if self.apply_inline {
+            self.apply_step(usize::MAX)?;
+        }
+        self.phase_mark(3);
+        // Step 7: confirmed reads, served once applied up to their index.
+        for rs in read_states {
+            if let Some(v) = self.reads_unconfirmed.remove(&rs.ctx) {
+                self.reads_confirmed
+                    .extend(v.into_iter().map(|r| (rs.index, r)));
+            }
+        }
+        self.serve_reads();
+        self.phase_mark(4);
+        // Step 8: snapshot at the applied index (everything handed out, applied first).
+        if let Some(i) = snapshot_request {
+            self.apply_step(usize::MAX)?;
+            self.begin_snapshot(i)?;
+        }
+        self.phase_mark(5);
+        // Step 9: compact behind a durable snapshot (storage rule 15).
+        if let Some(i) = compact_to {
+            let store = self.raft.store_mut();
+            self.disk.compact(store, i).map_err(DriverError::Disk)?;
+        }
+        self.phase_mark(6);
+        Ok(())
+    }
+
+    /// The apply stage: applies up to `budget` queued committed entries in order, answering the
+    /// writes proposed here, then serves the confirmed reads the applied index now covers.
+    pub fn apply_step(&mut self, budget: usize) -> Result<(), DriverError<D::Error>> {
+        for _ in 0..budget {
+            let Some(e) = self.to_apply.pop_front() else {
+                break;
+            };
             if e.index != self.applied.next() {
                 return Err(DriverError::ApplyOrder {
                     index: e.index,
@@ -463,27 +514,7 @@ impl<D: Disk, N: Network, M: StateMachine> Driver<D, N, M> {
                 self.net.respond(w.client, f);
             }
         }
-        self.phase_mark(3);
-        // Step 7: confirmed reads, served once applied up to their index.
-        for rs in read_states {
-            if let Some(v) = self.reads_unconfirmed.remove(&rs.ctx) {
-                self.reads_confirmed
-                    .extend(v.into_iter().map(|r| (rs.index, r)));
-            }
-        }
         self.serve_reads();
-        self.phase_mark(4);
-        // Step 8: snapshot at the applied index.
-        if let Some(i) = snapshot_request {
-            self.begin_snapshot(i)?;
-        }
-        self.phase_mark(5);
-        // Step 9: compact behind a durable snapshot (storage rule 15).
-        if let Some(i) = compact_to {
-            let store = self.raft.store_mut();
-            self.disk.compact(store, i).map_err(DriverError::Disk)?;
-        }
-        self.phase_mark(6);
         Ok(())
     }
 

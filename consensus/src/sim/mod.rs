@@ -80,6 +80,10 @@ pub struct FaultMix {
     /// Probability that a node loses power right after it sends a vote, coming back 1-5 ms later
     /// (aims crashes at the vote-durability window).
     pub crash_after_vote_prob: f64,
+    /// 0: each driver applies committed entries as soon as the core hands them out (as the node
+    /// process does). Otherwise the apply stage is stepped on its own: a few entries at a time,
+    /// up to this many milliseconds apart, so apply lags commit.
+    pub apply_lag_ms: u64,
 }
 
 impl FaultMix {
@@ -99,6 +103,7 @@ impl FaultMix {
             pauses: false,
             nemesis_interval_ms: 200,
             crash_after_vote_prob: 0.0,
+            apply_lag_ms: 0,
         }
     }
     pub fn unreliable() -> FaultMix {
@@ -149,6 +154,7 @@ impl FaultMix {
             pauses: true,
             nemesis_interval_ms: 150,
             crash_after_vote_prob: 0.0,
+            apply_lag_ms: 10,
         }
     }
 }
@@ -210,6 +216,11 @@ enum Event {
         epoch: u64,
     },
     SnapshotDone {
+        node: usize,
+        epoch: u64,
+    },
+    /// The node's apply stage takes its next few entries.
+    ApplyStep {
         node: usize,
         epoch: u64,
     },
@@ -342,6 +353,8 @@ struct SimNode {
     paused: bool,
     inbox: Vec<Event>,
     last_write_done_ms: u64,
+    /// An `ApplyStep` event is pending for this incarnation.
+    apply_scheduled: bool,
     /// The last index whose command the state machine applied (or a restored snapshot's).
     last_apply: Index,
     /// What a down node's state machine reads as (empty).
@@ -455,6 +468,7 @@ impl Sim {
                 paused: false,
                 inbox: Vec::new(),
                 last_write_done_ms: 0,
+                apply_scheduled: false,
                 last_apply: Index::ZERO,
                 blank: machine::new_machine(),
                 seen_term: Term::ZERO,
@@ -694,6 +708,7 @@ impl Sim {
         node.paused = false;
         node.inbox.clear();
         node.last_apply = Index::ZERO;
+        node.apply_scheduled = false;
         self.note(format!("crash {} (power cut: {power_cut})", i + 1));
     }
 
@@ -726,13 +741,9 @@ impl Sim {
         node.seen_commit = Index::ZERO;
         let net = SimNet::default();
         let sm = CheckedMachine::new();
-        node.driver = Some(Driver::new(
-            raft,
-            SimDisk::default(),
-            net,
-            sm,
-            READ_TIMEOUT_MS,
-        ));
+        let mut driver = Driver::new(raft, SimDisk::default(), net, sm, READ_TIMEOUT_MS);
+        driver.set_apply_inline(self.opts.faults.apply_lag_ms == 0);
+        node.driver = Some(driver);
         node.tick_gen += 1;
         let generation = node.tick_gen;
         let phase = self.rng.random_range(1..=TICK_MS);
@@ -945,6 +956,7 @@ impl Sim {
             Event::Tick { node, .. }
             | Event::DiskDone { node, .. }
             | Event::SnapshotDone { node, .. }
+            | Event::ApplyStep { node, .. }
             | Event::ClientRequest { node, .. } => Some(*node),
             Event::Deliver(m) => Some(m.to.0 as usize - 1),
             _ => None,
@@ -986,6 +998,17 @@ impl Sim {
                 }
                 let (_, disk) = self.driver_mut(node).raft_and_disk_mut();
                 disk.complete_snapshot();
+                self.drive(node)
+            }
+            Event::ApplyStep { node, epoch } => {
+                if epoch != self.nodes[node].epoch {
+                    return Ok(());
+                }
+                self.nodes[node].apply_scheduled = false;
+                let k = self.rng.random_range(1..=4);
+                if let Err(e) = self.driver_mut(node).apply_step(k) {
+                    return violation(format!("node {}: the apply stage stopped: {e}", node + 1));
+                }
                 self.drive(node)
             }
             Event::ClientRequest {
@@ -1119,8 +1142,11 @@ impl Sim {
                 // An acknowledgement generated in an earlier term describes the log as it was
                 // then (a later leader may have replaced entries since, not yet durably): it
                 // only needs the disk to reach that far.
+                // Messages are checked at the end of the driver's step: if the core gave the
+                // index up within the step (a received snapshot replacing the log), the disk
+                // only needs to reach that far.
                 let in_log = if m.term == raft.current_term() {
-                    raft.term_of(*match_index).ok()
+                    raft.term_of(*match_index).ok().or(on_disk)
                 } else {
                     on_disk
                 };
@@ -1201,6 +1227,7 @@ impl Sim {
         }
         self.check_applies(i, &records)?;
         self.check_node(i)?;
+        self.schedule_apply(i);
         if std::mem::take(&mut self.crash_after_drive) && self.nodes[i].driver.is_some() {
             self.crash(i, true);
             let d = self.rng.random_range(1..=5);
@@ -1227,6 +1254,19 @@ impl Sim {
                 .random_range(0..=self.opts.faults.disk_latency_ms_max * 4);
             self.schedule(lat, Event::SnapshotDone { node: i, epoch });
         }
+    }
+
+    /// Steps node `i`'s apply stage again soon while it has a backlog (lagging apply).
+    fn schedule_apply(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let backlog = node.driver.as_ref().map_or(0, |d| d.apply_backlog());
+        if backlog == 0 || node.apply_scheduled {
+            return;
+        }
+        let epoch = node.epoch;
+        self.nodes[i].apply_scheduled = true;
+        let d = self.rng.random_range(0..=self.opts.faults.apply_lag_ms);
+        self.schedule(d, Event::ApplyStep { node: i, epoch });
     }
 
     fn note_vote(&mut self, _i: usize, m: &Message) {
