@@ -783,16 +783,20 @@ fn propose_refusal(e: &ProposeError, req_id: u64) -> ServerFrame {
 #[derive(Debug, Default)]
 pub struct MemDisk;
 
-impl Disk for MemDisk {
-    type Store = crate::log_store::MemLogStore;
-    type Ticket = ();
-    type Error = std::convert::Infallible;
-
-    fn submit(&mut self, store: &mut Self::Store, p: &Persist) -> Result<(), Self::Error> {
-        if let Some(hs) = p.hard_state {
+impl MemDisk {
+    /// Persist work's durable parts, in the driver's order, into an in-memory store (also the
+    /// simulator's write path, when a simulated write completes).
+    pub fn write(
+        store: &mut crate::log_store::MemLogStore,
+        hard_state: Option<crate::message::HardState>,
+        snapshot_chunks: &[crate::raft::SnapshotChunk],
+        install_snapshot: Option<&SnapshotMeta>,
+        entries: &[Entry],
+    ) {
+        if let Some(hs) = hard_state {
             store.hard_state = hs;
         }
-        for c in &p.snapshot_chunks {
+        for c in snapshot_chunks {
             if store
                 .write_snapshot_chunk(c.offset, c.data.as_slice())
                 .is_err()
@@ -800,14 +804,30 @@ impl Disk for MemDisk {
                 store.discard_incoming();
             }
         }
-        if let Some(meta) = &p.install_snapshot {
+        if let Some(meta) = install_snapshot {
             store.install_received_snapshot(meta.clone());
         }
-        if !p.entries.is_empty() {
+        if !entries.is_empty() {
             store
-                .append(&p.entries)
+                .append(entries)
                 .expect("the core hands out appendable entries");
         }
+    }
+}
+
+impl Disk for MemDisk {
+    type Store = crate::log_store::MemLogStore;
+    type Ticket = ();
+    type Error = std::convert::Infallible;
+
+    fn submit(&mut self, store: &mut Self::Store, p: &Persist) -> Result<(), Self::Error> {
+        MemDisk::write(
+            store,
+            p.hard_state,
+            &p.snapshot_chunks,
+            p.install_snapshot.as_ref(),
+            &p.entries,
+        );
         Ok(())
     }
 
@@ -850,5 +870,129 @@ impl Disk for MemDisk {
     fn compact(&mut self, store: &mut Self::Store, index: Index) -> Result<(), Self::Error> {
         store.compact(index);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::log_store::MemLogStore;
+    use crate::types::NodeId;
+    use std::io::{Read, Write};
+
+    #[derive(Default)]
+    struct TestNet {
+        out: Vec<Message>,
+        replies: Vec<(u32, ServerFrame)>,
+    }
+
+    impl Network for TestNet {
+        type Client = u32;
+        fn send(&mut self, m: Message) {
+            self.out.push(m);
+        }
+        fn respond(&mut self, client: u32, f: ServerFrame) {
+            self.replies.push((client, f));
+        }
+        fn flush(&mut self) {}
+        fn now_ms(&self) -> u64 {
+            0
+        }
+    }
+
+    /// Remembers the last command; a query returns it.
+    #[derive(Default)]
+    struct Last(Vec<u8>);
+
+    impl StateMachine for Last {
+        fn apply(&mut self, _: Index, command: &[u8]) -> Vec<u8> {
+            self.0 = command.to_vec();
+            b"done".to_vec()
+        }
+        fn query(&self, _: &[u8]) -> Vec<u8> {
+            self.0.clone()
+        }
+        fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+            out.write_all(&self.0)
+        }
+        fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
+            self.0.clear();
+            input.read_to_end(&mut self.0).map(|_| ())
+        }
+        fn digest(&self) -> u64 {
+            self.0.len() as u64
+        }
+    }
+
+    fn driver(voters: u64) -> Driver<MemDisk, TestNet, Last> {
+        let c = Config::new(NodeId(1), (1..=voters).map(NodeId).collect());
+        let store = MemLogStore::new();
+        let hs = store.hard_state;
+        let raft = Raft::new(c, store, hs, 7).expect("valid config");
+        Driver::new(raft, MemDisk, TestNet::default(), Last::default(), 1000)
+    }
+
+    fn elect_alone(d: &mut Driver<MemDisk, TestNet, Last>) {
+        for _ in 0..1000 {
+            d.tick(1);
+            d.process().expect("in memory");
+            if d.raft().is_leader() {
+                return;
+            }
+        }
+        panic!("a single node did not elect itself");
+    }
+
+    #[test]
+    fn a_write_is_answered_once_applied_and_a_later_read_sees_it() {
+        let mut d = driver(1);
+        elect_alone(&mut d);
+        d.propose_writes(vec![(9, 1, Ok(Payload::from_slice(b"x=1")))]);
+        // Nothing is answered before the entry is committed and applied.
+        assert!(d.net().replies.is_empty());
+        d.process().expect("in memory");
+        let replies = std::mem::take(&mut d.net_mut().replies);
+        assert!(
+            matches!(&replies[..], [(9, ServerFrame::Ok { req_id: 1, result })] if result == b"done"),
+            "{replies:?}"
+        );
+        d.start_reads(vec![(9, 2, Vec::new())]);
+        d.process().expect("in memory");
+        let replies = std::mem::take(&mut d.net_mut().replies);
+        assert!(
+            matches!(&replies[..], [(9, ServerFrame::Ok { req_id: 2, result })] if result == b"x=1"),
+            "{replies:?}"
+        );
+    }
+
+    #[test]
+    fn a_lagging_apply_stage_holds_answers_until_it_catches_up() {
+        let mut d = driver(1);
+        elect_alone(&mut d);
+        d.set_apply_inline(false);
+        d.propose_writes(vec![(9, 1, Ok(Payload::from_slice(b"x=2")))]);
+        d.process().expect("in memory");
+        d.start_reads(vec![(9, 2, Vec::new())]);
+        d.process().expect("in memory");
+        assert!(d.apply_backlog() > 0);
+        assert!(d.net().replies.is_empty(), "{:?}", d.net().replies);
+        d.apply_step(usize::MAX).expect("in order");
+        let ids: Vec<u64> = d.net().replies.iter().map(|(_, f)| f.req_id()).collect();
+        assert_eq!(ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_node_that_does_not_lead_refuses_writes_with_a_hint() {
+        let mut d = driver(3);
+        d.propose_writes(vec![(4, 1, Ok(Payload::from_slice(b"y")))]);
+        let replies = &d.net().replies;
+        assert!(
+            matches!(
+                &replies[..],
+                [(4, ServerFrame::NotLeader { req_id: 1, .. })]
+            ),
+            "{replies:?}"
+        );
     }
 }

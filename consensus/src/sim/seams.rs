@@ -8,7 +8,7 @@ use super::Violation;
 use super::machine::{self, SimMachine};
 use crate::log_store::{LogStore, MemLogStore};
 use crate::message::{Entry, EntryKind, HardState, Message, Payload, SnapshotMeta};
-use crate::node::driver::{Disk, Driver, Network};
+use crate::node::driver::{Disk, Driver, MemDisk, Network};
 use crate::node::wire::ServerFrame;
 use crate::raft::{Persist, SnapshotChunk};
 use crate::state_machine::StateMachine;
@@ -31,25 +31,13 @@ pub struct SimWrite {
 impl SimWrite {
     /// What a driver's write does to the disk, once it completes.
     pub fn apply_to(&self, store: &mut MemLogStore) {
-        if let Some(hs) = self.hard_state {
-            store.hard_state = hs;
-        }
-        for c in &self.snapshot_chunks {
-            if store
-                .write_snapshot_chunk(c.offset, c.data.as_slice())
-                .is_err()
-            {
-                store.discard_incoming();
-            }
-        }
-        if let Some(meta) = &self.install_snapshot {
-            store.install_received_snapshot(meta.clone());
-        }
-        if !self.entries.is_empty() {
-            store
-                .append(&self.entries)
-                .expect("the core hands out appendable entries");
-        }
+        MemDisk::write(
+            store,
+            self.hard_state,
+            &self.snapshot_chunks,
+            self.install_snapshot.as_ref(),
+            &self.entries,
+        );
     }
 }
 
