@@ -975,7 +975,10 @@ impl Sim {
                 if generation != self.nodes[node].tick_gen || self.nodes[node].paused {
                     return Ok(());
                 }
-                self.driver_mut(node).tick(1);
+                let now = self.now;
+                let d = self.driver_mut(node);
+                d.net_mut().now = now;
+                d.tick(1);
                 self.schedule(TICK_MS, Event::Tick { node, generation });
                 self.drive(node)
             }
