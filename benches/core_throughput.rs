@@ -1,6 +1,7 @@
-//! Core CPU cost: entries per second through a 3-node cluster of `Raft` cores with no I/O and no
-//! faults (in-memory stores, messages handed over directly, persistence completing at once). This
-//! is the ceiling the real cluster is measured against. Baseline in the same run: copying the
+//! Core CPU cost: entries per second through a 3-node cluster of production drivers
+//! (`node::driver::Driver`, the code every node process and every simulator seed runs) with no
+//! I/O and no faults (the in-memory `MemDisk` seam, messages handed over directly, persistence
+//! completing at once). This is the ceiling the real cluster is measured against. Baseline in the same run: copying the
 //! same payload bytes with memcpy.
 //!
 //! ```text
@@ -8,22 +9,66 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shmraft_consensus::{
-    Config, EntryKind, Index, LogStore, MemLogStore, Membership, Message, NodeId, Payload, Raft,
-    SnapshotMeta,
-};
-use std::collections::VecDeque;
+use shmraft_consensus::node::driver::{Driver, MemDisk, Network};
+use shmraft_consensus::node::wire::ServerFrame;
+use shmraft_consensus::{Config, Index, LogStore, MemLogStore, Message, NodeId, Payload, Raft};
 use std::hint::black_box;
+use std::io::{self, Read, Write};
 
 /// Entries proposed per `propose_batch` call (client batching).
 const BATCH: usize = 256;
 /// Entries per measured iteration.
 const ENTRIES_PER_ITER: usize = 8192;
 
+/// Messages leave through this network seam into the cluster's wire; there are no clients.
+#[derive(Default)]
+struct Wire {
+    out: Vec<Message>,
+}
+
+impl Network for Wire {
+    type Client = u32;
+    fn send(&mut self, m: Message) {
+        self.out.push(m);
+    }
+    fn respond(&mut self, _: u32, _: ServerFrame) {}
+    fn flush(&mut self) {}
+    fn now_ms(&self) -> u64 {
+        0
+    }
+}
+
+/// Counts applied commands and touches their bytes; its snapshot is empty.
+#[derive(Default)]
+struct Counter {
+    applied: u64,
+}
+
+impl shmraft_consensus::StateMachine for Counter {
+    fn apply(&mut self, _: Index, command: &[u8]) -> Vec<u8> {
+        self.applied += 1;
+        black_box(command);
+        Vec::new()
+    }
+    fn query(&self, _: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+    fn snapshot(&self, _: &mut dyn Write) -> io::Result<()> {
+        Ok(())
+    }
+    fn restore(&mut self, _: &mut dyn Read) -> io::Result<()> {
+        Ok(())
+    }
+    fn digest(&self) -> u64 {
+        self.applied
+    }
+}
+
+/// The production driver over an in-memory disk and a direct wire.
+type BenchDriver = Driver<MemDisk, Wire, Counter>;
+
 struct Cluster {
-    nodes: Vec<Raft<MemLogStore>>,
-    wire: VecDeque<Message>,
-    applied: Vec<u64>,
+    nodes: Vec<BenchDriver>,
     leader: usize,
 }
 
@@ -33,29 +78,25 @@ impl Cluster {
         let nodes = (1..=3u64)
             .map(|id| {
                 let mut c = Config::new(NodeId(id), voters.clone());
-                // Snapshot (empty: there is no state machine) and compact often, so the heap
-                // holds a bounded log as the mmapped WAL would, and the allocator reuses memory
+                // Snapshot (empty: the machine only counts) and compact often, so the heap holds
+                // a bounded log as the mmapped WAL would, and the allocator reuses memory
                 // instead of faulting in fresh pages.
                 c.snapshot_entries = 4096;
                 c.compaction_retain_entries = 256;
                 let store = MemLogStore::new();
                 let hs = store.hard_state;
-                Raft::new(c, store, hs, id).expect("valid config")
+                let raft = Raft::new(c, store, hs, id).expect("valid config");
+                Driver::new(raft, MemDisk, Wire::default(), Counter::default(), 1000)
             })
             .collect();
-        let mut cl = Cluster {
-            nodes,
-            wire: VecDeque::new(),
-            applied: vec![0; 3],
-            leader: 0,
-        };
+        let mut cl = Cluster { nodes, leader: 0 };
         // Elect a leader: tick until one appears.
         for _ in 0..1000 {
             for n in cl.nodes.iter_mut() {
-                n.tick();
+                n.tick(1);
             }
             cl.settle();
-            if let Some(l) = cl.nodes.iter().position(|n| n.is_leader()) {
+            if let Some(l) = cl.nodes.iter().position(|n| n.raft().is_leader()) {
                 cl.leader = l;
                 return cl;
             }
@@ -63,61 +104,34 @@ impl Cluster {
         panic!("no leader elected");
     }
 
-    /// Runs every node's Ready loop and delivers messages until nothing moves.
+    fn applied(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| n.state_machine().applied)
+            .collect()
+    }
+
+    /// Runs every node's driver and delivers messages until nothing moves.
     fn settle(&mut self) {
+        let mut wire = Vec::new();
         loop {
-            let mut progressed = false;
-            for i in 0..self.nodes.len() {
-                while self.nodes[i].has_ready() {
-                    progressed = true;
-                    let rd = self.nodes[i].ready();
-                    self.wire.extend(rd.messages);
-                    if let Some(p) = rd.persist {
-                        let store = self.nodes[i].store_mut();
-                        if let Some(hs) = p.hard_state {
-                            store.hard_state = hs;
-                        }
-                        store.append(&p.entries).expect("appendable");
-                        self.wire.extend(p.messages);
-                        self.nodes[i].on_persisted(p.id);
-                    }
-                    for e in &rd.committed {
-                        if e.kind == EntryKind::Normal {
-                            self.applied[i] += 1;
-                            black_box(e.data.as_slice());
-                        }
-                    }
-                    if let Some(at) = rd.snapshot_request {
-                        let term = self.nodes[i].term_of(at).expect("applied entry");
-                        let meta = SnapshotMeta {
-                            last_included_index: at,
-                            last_included_term: term,
-                            membership: Membership::default(),
-                        };
-                        self.nodes[i]
-                            .store_mut()
-                            .set_snapshot(meta.clone(), Payload::default());
-                        self.nodes[i].on_snapshot_written(&meta);
-                    }
-                    if let Some(to) = rd.compact_to {
-                        self.nodes[i].store_mut().compact(to);
-                    }
-                }
+            for n in self.nodes.iter_mut() {
+                n.process().expect("an in-memory disk does not fail");
+                wire.append(&mut n.net_mut().out);
             }
-            while let Some(m) = self.wire.pop_front() {
-                progressed = true;
+            if wire.is_empty() {
+                return;
+            }
+            for m in wire.drain(..) {
                 let to = m.to.0 as usize - 1;
                 self.nodes[to].step(m).expect("well-formed");
-            }
-            if !progressed {
-                return;
             }
         }
     }
 
     /// Proposes `n` entries of `payload` bytes in batches and waits until every node applied them.
     fn replicate(&mut self, n: usize, payload: &[u8]) {
-        let target: Vec<u64> = self.applied.iter().map(|a| a + n as u64).collect();
+        let target: Vec<u64> = self.applied().iter().map(|a| a + n as u64).collect();
         let mut batch = Vec::with_capacity(BATCH);
         let mut left = n;
         while left > 0 {
@@ -127,18 +141,17 @@ impl Cluster {
             }
             left -= batch.len();
             self.nodes[self.leader]
+                .raft_mut()
                 .propose_batch(&batch)
                 .expect("the leader accepts");
             self.settle();
         }
         // Followers learn the final commit index from a heartbeat.
-        while self.applied.iter().zip(&target).any(|(a, t)| a < t) {
-            for _ in 0..3 {
-                self.nodes[self.leader].tick();
-            }
+        while self.applied().iter().zip(&target).any(|(a, t)| a < t) {
+            self.nodes[self.leader].tick(3);
             self.settle();
         }
-        debug_assert!(self.nodes[self.leader].store().last_index() >= Index(n as u64));
+        debug_assert!(self.nodes[self.leader].raft().store().last_index() >= Index(n as u64));
     }
 }
 

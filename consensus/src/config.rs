@@ -38,6 +38,21 @@ pub struct BugSwitches {
     pub compact_before_snapshot_durable: bool,
     /// On restart, do not ask the driver to restore the state machine from the stored snapshot.
     pub forget_snapshot_on_restart: bool,
+    // Driver bugs (`node::driver`): the core is correct, the code that runs it is not.
+    /// The driver sends vote grants when it submits the hard state, not once it is durable.
+    pub driver_vote_before_sync: bool,
+    /// The driver sends a follower's successful append acknowledgements when it submits the
+    /// entries, not once they are durable.
+    pub driver_ack_before_sync: bool,
+    /// The leader's driver answers a client write once the entry is handed to its own disk,
+    /// before a majority holds it (before commit).
+    pub driver_client_ack_before_commit: bool,
+    /// The driver answers a confirmed read at once, before the state machine applied its read
+    /// index.
+    pub driver_read_before_apply: bool,
+    /// After restoring a snapshot, the driver applies again the entries the log still holds
+    /// behind it (they are in the snapshot already).
+    pub driver_apply_twice_after_restart: bool,
 }
 
 /// The core's configuration. `Config::new(id, voters)` gives the defaults; change fields after.
@@ -220,6 +235,11 @@ pub(crate) struct NoBugs {
     pub read_without_read_index: bool,
     pub compact_before_snapshot_durable: bool,
     pub forget_snapshot_on_restart: bool,
+    pub driver_vote_before_sync: bool,
+    pub driver_ack_before_sync: bool,
+    pub driver_client_ack_before_commit: bool,
+    pub driver_read_before_apply: bool,
+    pub driver_apply_twice_after_restart: bool,
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@
 //!
 //! # The driver's duties
 //!
-//! A driver (the node process, the simulator, the benchmark) loops:
+//! [`node::driver::Driver`] is the one implementation of these duties: the node process, the
+//! simulator and the `core_throughput` benchmark all run it, over different disk and network
+//! seams ([`node::driver::Disk`], [`node::driver::Network`]). It loops:
 //!
 //! 1. Feed inputs: call `tick()` every tick interval (10 ms with the default timeouts), `step(m)`
 //!    for every message received (drop messages that fail to decode), `propose`/`read_index` for
@@ -65,7 +67,8 @@
 //!
 //! # The simulator
 //!
-//! [`sim`] runs N cores in one process over a simulated network and simulated disks with faults,
+//! [`sim`] runs N production drivers in one process over a simulated network and simulated disks
+//! with faults (the seams of [`sim::seams`]), stepped by a seeded event queue in one thread,
 //! checks Raft's safety properties after every step, and replays any failure from its seed.
 #![forbid(unsafe_code)]
 

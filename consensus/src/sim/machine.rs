@@ -81,17 +81,26 @@ pub fn decode_write_result(bytes: &[u8]) -> WriteResult {
     }
 }
 
-/// The tokens of key `key`, read through the machine's query path.
-pub fn read(sm: &SimMachine, key: u64) -> Vec<u64> {
-    let q = KvCommand::Get {
+/// The query that reads key `key`.
+pub fn read_query(key: u64) -> Vec<u8> {
+    KvCommand::Get {
         key: key_bytes(key),
     }
     .encode()
-    .expect("small query encodes");
-    match KvResult::decode(&sm.query(&q)) {
+    .expect("small query encodes")
+}
+
+/// The tokens in a read's result.
+pub fn decode_read(result: &[u8]) -> Vec<u64> {
+    match KvResult::decode(result) {
         Ok(KvResult::Value(v)) => parse_tokens(&v).unwrap_or_default(),
         _ => Vec::new(),
     }
+}
+
+/// The tokens of key `key`, read through the machine's query path.
+pub fn read(sm: &SimMachine, key: u64) -> Vec<u64> {
+    decode_read(&sm.query(&read_query(key)))
 }
 
 pub fn key_name(key: u64) -> String {

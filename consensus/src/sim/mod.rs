@@ -1,7 +1,10 @@
-//! A seeded, reproducible simulator: N Raft cores in one process over a simulated network (drop,
-//! duplicate, reorder, delay, partitions including one-way and bridge topologies) and simulated
-//! disks (write latency, power cuts that lose unsynced writes, torn writes), with crashes,
-//! restarts and process pauses, driven in virtual time (1 unit = 1 ms, a tick every 10 ms).
+//! A seeded, reproducible simulator: N nodes in one process, each the production driver
+//! ([`crate::node::driver::Driver`], through the seams of [`seams`]) around a Raft core, over a
+//! simulated network (drop, duplicate, reorder, delay, partitions including one-way and bridge
+//! topologies) and simulated disks (write latency, power cuts that lose unsynced writes, torn
+//! writes), with crashes, restarts and process pauses, driven in virtual time (1 unit = 1 ms, a
+//! tick every 10 ms). Each event feeds one node's driver and calls `Driver::process`; the
+//! simulator then checks and delivers what the driver sent and schedules its disk writes.
 //!
 //! After every event the simulator checks Raft's safety properties (at most one leader per term,
 //! log matching, leader completeness, state machine safety, monotonic terms and commit indexes),
@@ -16,17 +19,21 @@
 
 pub mod machine;
 pub mod scenarios;
+pub mod seams;
 
 use crate::config::Config;
 use crate::log_store::{LogStore, MemLogStore};
-use crate::message::{Entry, EntryKind, Membership, Message, MessageBody, Payload, SnapshotMeta};
-use crate::raft::{Persist, ProposalId, ProposeError, Raft, RoleKind};
+use crate::message::{Entry, Message, MessageBody, Payload};
+use crate::node::driver::Driver;
+use crate::node::wire::ServerFrame;
+use crate::raft::{ProposalId, ProposeError, Raft, RoleKind};
 use crate::state_machine::StateMachine;
 use crate::types::{Index, NodeId, Term};
 use machine::SimMachine;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use seams::{ApplyRecord, CheckedMachine, SimDisk, SimDriver, SimNet};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
@@ -73,6 +80,10 @@ pub struct FaultMix {
     /// Probability that a node loses power right after it sends a vote, coming back 1-5 ms later
     /// (aims crashes at the vote-durability window).
     pub crash_after_vote_prob: f64,
+    /// 0: each driver applies committed entries as soon as the core hands them out (as the node
+    /// process does). Otherwise the apply stage is stepped on its own: a few entries at a time,
+    /// up to this many milliseconds apart, so apply lags commit.
+    pub apply_lag_ms: u64,
 }
 
 impl FaultMix {
@@ -92,6 +103,7 @@ impl FaultMix {
             pauses: false,
             nemesis_interval_ms: 200,
             crash_after_vote_prob: 0.0,
+            apply_lag_ms: 0,
         }
     }
     pub fn unreliable() -> FaultMix {
@@ -142,6 +154,7 @@ impl FaultMix {
             pauses: true,
             nemesis_interval_ms: 150,
             crash_after_vote_prob: 0.0,
+            apply_lag_ms: 10,
         }
     }
 }
@@ -203,6 +216,11 @@ enum Event {
         epoch: u64,
     },
     SnapshotDone {
+        node: usize,
+        epoch: u64,
+    },
+    /// The node's apply stage takes its next few entries.
+    ApplyStep {
         node: usize,
         epoch: u64,
     },
@@ -323,29 +341,41 @@ struct Client {
 /// up and records the outcome as unknown.
 const WRITE_ATTEMPTS_MAX: u32 = 6;
 
-struct PendingWrite {
-    persist: Persist,
-}
+/// How long a read may wait at a node for leadership confirmation.
+const READ_TIMEOUT_MS: u64 = 1000;
 
 struct SimNode {
-    raft: Option<Raft<MemLogStore>>,
+    /// The production driver over the simulated seams; `None` while the node is down.
+    driver: Option<SimDriver>,
     down_store: Option<MemLogStore>,
     epoch: u64,
     tick_gen: u64,
     paused: bool,
     inbox: Vec<Event>,
-    writes: VecDeque<PendingWrite>,
     last_write_done_ms: u64,
-    snapshot_write: Option<(SnapshotMeta, Payload)>,
-    sm: SimMachine,
-    applied: Index,
-    /// index → (term, client, op, attempt) of proposals made here.
-    proposals: HashMap<Index, (Term, usize, usize, u32)>,
-    read_ctx: HashMap<u64, (usize, usize, u64, u32)>,
-    reads_waiting: Vec<(Index, usize, usize, u64, u32)>,
+    /// An `ApplyStep` event is pending for this incarnation.
+    apply_scheduled: bool,
+    /// The last index whose command the state machine applied (or a restored snapshot's).
+    last_apply: Index,
+    /// What a down node's state machine reads as (empty).
+    blank: SimMachine,
     seen_term: Term,
     seen_commit: Index,
     restarts: u64,
+}
+
+impl SimNode {
+    fn raft(&self) -> Option<&Raft<MemLogStore>> {
+        self.driver.as_ref().map(|d| d.raft())
+    }
+    fn applied(&self) -> Index {
+        self.driver.as_ref().map_or(Index::ZERO, |d| d.applied())
+    }
+    fn sm(&self) -> &SimMachine {
+        self.driver
+            .as_ref()
+            .map_or(&self.blank, |d| &d.state_machine().inner)
+    }
 }
 
 /// The safety bookkeeping shared by all nodes.
@@ -365,10 +395,7 @@ struct Checker {
 }
 
 fn entry_hash(e: &Entry) -> u64 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&[e.kind as u8]);
-    h.update(e.data.as_slice());
-    (h.finalize() as u64) ^ (e.data.len() as u64) << 32
+    seams::entry_hash(e.kind, e.data.as_slice())
 }
 
 /// The simulator. See the module documentation.
@@ -389,7 +416,6 @@ pub struct Sim {
     clients_running: bool,
     history: Vec<HistoryOp>,
     checker: Checker,
-    next_ctx: u64,
     /// Trace of notable events (the last ones are printed with a violation).
     trace: VecDeque<String>,
     /// Messages sent, by kind.
@@ -425,7 +451,6 @@ impl Sim {
                 applied: vec![None],
                 ..Checker::default()
             },
-            next_ctx: 1,
             trace: VecDeque::new(),
             sent: HashMap::new(),
             rejections: 0,
@@ -436,20 +461,16 @@ impl Sim {
         };
         for i in 0..n {
             sim.nodes.push(SimNode {
-                raft: None,
+                driver: None,
                 down_store: Some(MemLogStore::new()),
                 epoch: 0,
                 tick_gen: 0,
                 paused: false,
                 inbox: Vec::new(),
-                writes: VecDeque::new(),
                 last_write_done_ms: 0,
-                snapshot_write: None,
-                sm: machine::new_machine(),
-                applied: Index::ZERO,
-                proposals: HashMap::new(),
-                read_ctx: HashMap::new(),
-                reads_waiting: Vec::new(),
+                apply_scheduled: false,
+                last_apply: Index::ZERO,
+                blank: machine::new_machine(),
                 seen_term: Term::ZERO,
                 seen_commit: Index::ZERO,
                 restarts: 0,
@@ -523,10 +544,10 @@ impl Sim {
         self.nodes.len()
     }
     pub fn raft(&self, i: usize) -> Option<&Raft<MemLogStore>> {
-        self.nodes[i].raft.as_ref()
+        self.nodes[i].raft()
     }
     pub fn is_up(&self, i: usize) -> bool {
-        self.nodes[i].raft.is_some()
+        self.nodes[i].driver.is_some()
     }
     pub fn history(&self) -> &[HistoryOp] {
         &self.history
@@ -538,16 +559,16 @@ impl Sim {
     pub fn max_term(&self) -> Term {
         self.nodes
             .iter()
-            .filter_map(|n| n.raft.as_ref())
+            .filter_map(|n| n.raft())
             .map(|r| r.current_term())
             .max()
             .unwrap_or(Term::ZERO)
     }
     pub fn state_machine(&self, i: usize) -> &SimMachine {
-        &self.nodes[i].sm
+        self.nodes[i].sm()
     }
     pub fn applied(&self, i: usize) -> Index {
-        self.nodes[i].applied
+        self.nodes[i].applied()
     }
 
     /// The leader with the highest term among running, unpaused nodes, if any.
@@ -557,7 +578,7 @@ impl Sim {
             if n.paused {
                 continue;
             }
-            if let Some(r) = &n.raft {
+            if let Some(r) = n.raft() {
                 if r.is_leader() && best.is_none_or(|(t, _)| r.current_term() > t) {
                     best = Some((r.current_term(), i));
                 }
@@ -572,15 +593,11 @@ impl Sim {
         while self.now < deadline {
             self.run_for(TICK_MS)?;
             if let Some(l) = self.leader() {
-                let term = self.nodes[l].raft.as_ref().map(|r| r.current_term());
+                let term = self.nodes[l].raft().map(|r| r.current_term());
                 let followers = self
                     .nodes
                     .iter()
-                    .filter(|n| {
-                        n.raft
-                            .as_ref()
-                            .is_some_and(|r| Some(r.current_term()) == term)
-                    })
+                    .filter(|n| n.raft().is_some_and(|r| Some(r.current_term()) == term))
                     .count();
                 if followers > self.opts.nodes / 2 {
                     return Ok(l);
@@ -662,45 +679,42 @@ impl Sim {
     /// may survive if the mix allows torn writes); otherwise the process dies but the operating
     /// system still writes out what it was given.
     pub fn crash(&mut self, i: usize, power_cut: bool) {
-        let Some(raft) = self.nodes[i].raft.take() else {
+        let Some(driver) = self.nodes[i].driver.take() else {
             return;
         };
+        let (raft, disk, _, _) = driver.into_parts();
         let mut store = raft.into_store();
         let torn = self.opts.faults.torn_writes && self.rng.random_bool(0.5);
-        let node = &mut self.nodes[i];
-        let writes = std::mem::take(&mut node.writes);
+        let writes = disk.writes;
         if power_cut {
-            if let (true, Some(first)) = (torn, writes.front()) {
+            if let (true, Some((_, first))) = (torn, writes.front()) {
                 // A torn write: a prefix of the entries reached the disk (the record checksums
                 // cut the rest), the hard state did not.
-                let k = self.rng.random_range(0..=first.persist.entries.len());
-                if first.persist.install_snapshot.is_none() && k > 0 {
-                    let _ = store.append(&first.persist.entries[..k]);
+                let k = self.rng.random_range(0..=first.entries.len());
+                if first.install_snapshot.is_none() && k > 0 {
+                    let _ = store.append(&first.entries[..k]);
                 }
             }
         } else {
-            for w in &writes {
-                apply_persist(&mut store, &w.persist);
+            for (_, w) in &writes {
+                w.apply_to(&mut store);
             }
         }
         store.discard_incoming();
+        let node = &mut self.nodes[i];
         node.down_store = Some(store);
         node.epoch += 1;
         node.tick_gen += 1;
         node.paused = false;
         node.inbox.clear();
-        node.snapshot_write = None;
-        node.sm = machine::new_machine();
-        node.applied = Index::ZERO;
-        node.proposals.clear();
-        node.read_ctx.clear();
-        node.reads_waiting.clear();
+        node.last_apply = Index::ZERO;
+        node.apply_scheduled = false;
         self.note(format!("crash {} (power cut: {power_cut})", i + 1));
     }
 
     /// Restarts a crashed node from its simulated disk.
     pub fn restart(&mut self, i: usize) -> Result<(), Violation> {
-        if self.nodes[i].raft.is_some() {
+        if self.nodes[i].driver.is_some() {
             return Ok(());
         }
         self.note(format!("restart {}", i + 1));
@@ -725,7 +739,11 @@ impl Sim {
             .map_err(|e| Violation(format!("node {} failed to restart: {e}", i + 1)))?;
         node.seen_term = raft.current_term();
         node.seen_commit = Index::ZERO;
-        node.raft = Some(raft);
+        let net = SimNet::default();
+        let sm = CheckedMachine::new();
+        let mut driver = Driver::new(raft, SimDisk::default(), net, sm, READ_TIMEOUT_MS);
+        driver.set_apply_inline(self.opts.faults.apply_lag_ms == 0);
+        node.driver = Some(driver);
         node.tick_gen += 1;
         let generation = node.tick_gen;
         let phase = self.rng.random_range(1..=TICK_MS);
@@ -742,7 +760,7 @@ impl Sim {
     /// Stops node `i` from running for `ms` (SIGSTOP): its timers do not fire and its inputs
     /// queue up; on resume it sees them in an arbitrary order.
     pub fn pause(&mut self, i: usize, ms: u64) {
-        if self.nodes[i].raft.is_none() || self.nodes[i].paused {
+        if self.nodes[i].driver.is_none() || self.nodes[i].paused {
             return;
         }
         self.nodes[i].paused = true;
@@ -797,12 +815,12 @@ impl Sim {
                 leader_hint: NodeId::ZERO,
             });
         }
-        let Some(raft) = self.nodes[i].raft.as_mut() else {
+        let Some(driver) = self.nodes[i].driver.as_mut() else {
             return Err(ProposeError::NotLeader {
                 leader_hint: NodeId::ZERO,
             });
         };
-        let r = raft.propose(Payload::new(data));
+        let r = driver.raft_mut().propose(Payload::new(data));
         if r.is_ok() {
             // A proposal is handed to the disk and network in the same loop iteration.
             let _ = self.drive(i);
@@ -815,8 +833,8 @@ impl Sim {
         let mut count = 0;
         let mut cmd = None;
         for n in &self.nodes {
-            let Some(r) = &n.raft else { continue };
-            if n.applied >= index && r.commit_index() >= index {
+            let Some(r) = n.raft() else { continue };
+            if n.applied() >= index && r.commit_index() >= index {
                 count += 1;
                 if cmd.is_none() {
                     let mut v = Vec::new();
@@ -909,7 +927,7 @@ impl Sim {
             if self.nodes[i].paused {
                 self.resume(i)?;
             }
-            if self.nodes[i].raft.is_none() {
+            if self.nodes[i].driver.is_none() {
                 self.restart(i)?;
             }
         }
@@ -938,12 +956,13 @@ impl Sim {
             Event::Tick { node, .. }
             | Event::DiskDone { node, .. }
             | Event::SnapshotDone { node, .. }
+            | Event::ApplyStep { node, .. }
             | Event::ClientRequest { node, .. } => Some(*node),
             Event::Deliver(m) => Some(m.to.0 as usize - 1),
             _ => None,
         };
         if let Some(i) = node_of(&event) {
-            if self.nodes[i].raft.is_none() {
+            if self.nodes[i].driver.is_none() {
                 return Ok(()); // crashed: inputs are lost
             }
             if self.nodes[i].paused && !matches!(event, Event::Tick { .. }) {
@@ -956,13 +975,16 @@ impl Sim {
                 if generation != self.nodes[node].tick_gen || self.nodes[node].paused {
                     return Ok(());
                 }
-                self.raft_mut(node).tick();
+                let now = self.now;
+                let d = self.driver_mut(node);
+                d.net_mut().now = now;
+                d.tick(1);
                 self.schedule(TICK_MS, Event::Tick { node, generation });
                 self.drive(node)
             }
             Event::Deliver(m) => {
                 let i = m.to.0 as usize - 1;
-                if let Err(e) = self.raft_mut(i).step(m) {
+                if let Err(e) = self.driver_mut(i).step(m) {
                     return violation(format!("node {} refused a well-formed message: {e}", i + 1));
                 }
                 self.drive(i)
@@ -977,12 +999,19 @@ impl Sim {
                 if epoch != self.nodes[node].epoch {
                     return Ok(());
                 }
-                let Some((meta, data)) = self.nodes[node].snapshot_write.take() else {
+                let (_, disk) = self.driver_mut(node).raft_and_disk_mut();
+                disk.complete_snapshot();
+                self.drive(node)
+            }
+            Event::ApplyStep { node, epoch } => {
+                if epoch != self.nodes[node].epoch {
                     return Ok(());
-                };
-                let raft = self.raft_mut(node);
-                raft.store_mut().set_snapshot(meta.clone(), data);
-                raft.on_snapshot_written(&meta);
+                }
+                self.nodes[node].apply_scheduled = false;
+                let k = self.rng.random_range(1..=4);
+                if let Err(e) = self.driver_mut(node).apply_step(k) {
+                    return violation(format!("node {}: the apply stage stopped: {e}", node + 1));
+                }
                 self.drive(node)
             }
             Event::ClientRequest {
@@ -1039,7 +1068,11 @@ impl Sim {
     }
 
     fn raft_mut(&mut self, i: usize) -> &mut Raft<MemLogStore> {
-        self.nodes[i].raft.as_mut().expect("node is up")
+        self.driver_mut(i).raft_mut()
+    }
+
+    fn driver_mut(&mut self, i: usize) -> &mut SimDriver {
+        self.nodes[i].driver.as_mut().expect("node is up")
     }
 
     fn send(&mut self, m: Message) {
@@ -1079,7 +1112,7 @@ impl Sim {
     /// The durability oracle (storage rule 8): a vote or acknowledgement leaves a node only when
     /// what it vouches for is on the node's simulated disk.
     fn check_outgoing(&self, i: usize, m: &Message) -> Result<(), Violation> {
-        let Some(raft) = &self.nodes[i].raft else {
+        let Some(raft) = self.nodes[i].raft() else {
             return Ok(());
         };
         if !self.opts.durability_oracle {
@@ -1112,8 +1145,11 @@ impl Sim {
                 // An acknowledgement generated in an earlier term describes the log as it was
                 // then (a later leader may have replaced entries since, not yet durably): it
                 // only needs the disk to reach that far.
+                // Messages are checked at the end of the driver's step: if the core gave the
+                // index up within the step (a received snapshot replacing the log), the disk
+                // only needs to reach that far.
                 let in_log = if m.term == raft.current_term() {
-                    raft.term_of(*match_index).ok()
+                    raft.term_of(*match_index).ok().or(on_disk)
                 } else {
                     on_disk
                 };
@@ -1148,80 +1184,92 @@ impl Sim {
         Ok(())
     }
 
+    /// The oldest write on node `i`'s simulated disk completes: the store holds it now, and the
+    /// driver may send what waited for it.
     fn complete_write(&mut self, i: usize) -> Result<(), Violation> {
-        let Some(w) = self.nodes[i].writes.pop_front() else {
-            return Ok(());
+        let (raft, disk) = self.driver_mut(i).raft_and_disk_mut();
+        let store = raft.store_mut();
+        let Some(first) = disk.writes.front().and_then(|(_, w)| w.entries.first()) else {
+            disk.complete_one(store);
+            return self.drive(i);
         };
-        let raft = self.nodes[i].raft.as_mut().expect("up");
-        apply_persist(raft.store_mut(), &w.persist);
-        for m in &w.persist.messages {
-            self.check_outgoing(i, m)?;
-        }
-        for m in w.persist.messages {
-            self.note_vote(i, &m);
-            self.send(m);
-        }
-        self.raft_mut(i).on_persisted(w.persist.id);
+        let prev_term = store.term(first.index.prev()).ok();
+        let w = disk.complete_one(store).expect("front checked");
+        self.check_new_entries(&w.entries, prev_term, i)?;
         self.drive(i)
     }
 
-    /// Runs the driver loop of node `i` until the core has nothing more to hand out, then checks.
+    /// Steps node `i`'s driver (the production `Driver::process`: drain every `Ready`,
+    /// complete durable persists and snapshots), then takes what it sent, checks it and puts it
+    /// on the simulated network, schedules its disk writes, and checks the node.
     fn drive(&mut self, i: usize) -> Result<(), Violation> {
-        for _round in 0..1000 {
-            let Some(raft) = self.nodes[i].raft.as_mut() else {
-                return Ok(());
-            };
-            if !raft.has_ready() {
-                break;
-            }
-            let rd = raft.ready();
-            for m in &rd.messages {
-                self.check_outgoing(i, m)?;
-            }
-            for m in rd.messages {
-                self.note_vote(i, &m);
-                self.send(m);
-            }
-            if let Some(p) = rd.persist {
-                self.check_new_entries(i, &p.entries)?;
-                let lat = self
-                    .rng
-                    .random_range(0..=self.opts.faults.disk_latency_ms_max);
-                let node = &mut self.nodes[i];
-                let done = (self.now + lat).max(node.last_write_done_ms);
-                node.last_write_done_ms = done;
-                node.writes.push_back(PendingWrite { persist: p });
-                let epoch = node.epoch;
-                self.schedule(done - self.now, Event::DiskDone { node: i, epoch });
-            }
-            if let Some(meta) = rd.apply_snapshot {
-                self.restore_snapshot(i, &meta)?;
-            }
-            for e in rd.committed {
-                self.apply_entry(i, e)?;
-            }
-            for rs in rd.read_states {
-                if let Some((client, op, key, attempt)) = self.nodes[i].read_ctx.remove(&rs.ctx) {
-                    self.nodes[i]
-                        .reads_waiting
-                        .push((rs.index, client, op, key, attempt));
-                }
-            }
-            self.serve_reads(i);
-            if let Some(at) = rd.snapshot_request {
-                self.take_snapshot(i, at)?;
-            }
-            if let Some(to) = rd.compact_to {
-                self.raft_mut(i).store_mut().compact(to);
-            }
+        let now = self.now;
+        let Some(d) = self.nodes[i].driver.as_mut() else {
+            return Ok(());
+        };
+        d.net_mut().now = now;
+        if let Err(e) = d.process() {
+            return violation(format!("node {}: the driver stopped: {e}", i + 1));
         }
+        let out = std::mem::take(&mut d.net_mut().out);
+        let replies = std::mem::take(&mut d.net_mut().replies);
+        let records = std::mem::take(&mut d.state_machine_mut().records);
+        let (_, disk) = d.raft_and_disk_mut();
+        let writes = std::mem::take(&mut disk.unscheduled);
+        let snapshot = std::mem::take(&mut disk.snapshot_unscheduled);
+        self.schedule_disk(i, writes, snapshot);
+        for m in &out {
+            self.check_outgoing(i, m)?;
+        }
+        for m in out {
+            self.note_vote(i, &m);
+            self.send(m);
+        }
+        for (client, f) in replies {
+            self.reply_to_client(i, client, f);
+        }
+        self.check_applies(i, &records)?;
         self.check_node(i)?;
-        if std::mem::take(&mut self.crash_after_drive) && self.nodes[i].raft.is_some() {
+        self.schedule_apply(i);
+        if std::mem::take(&mut self.crash_after_drive) && self.nodes[i].driver.is_some() {
             self.crash(i, true);
             let d = self.rng.random_range(1..=5);
             self.schedule(d, Event::Restart { node: i });
         }
         Ok(())
+    }
+
+    /// Draws the latency of each new write (completing in order) and of a new local snapshot.
+    fn schedule_disk(&mut self, i: usize, writes: usize, snapshot: bool) {
+        let epoch = self.nodes[i].epoch;
+        for _ in 0..writes {
+            let lat = self
+                .rng
+                .random_range(0..=self.opts.faults.disk_latency_ms_max);
+            let node = &mut self.nodes[i];
+            let done = (self.now + lat).max(node.last_write_done_ms);
+            node.last_write_done_ms = done;
+            self.schedule(done - self.now, Event::DiskDone { node: i, epoch });
+        }
+        if snapshot {
+            let lat = 1 + self
+                .rng
+                .random_range(0..=self.opts.faults.disk_latency_ms_max * 4);
+            self.schedule(lat, Event::SnapshotDone { node: i, epoch });
+        }
+    }
+
+    /// Steps node `i`'s apply stage again soon while it has a backlog (lagging apply).
+    fn schedule_apply(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let backlog = node.driver.as_ref().map_or(0, |d| d.apply_backlog());
+        if backlog == 0 || node.apply_scheduled {
+            return;
+        }
+        let epoch = node.epoch;
+        self.nodes[i].apply_scheduled = true;
+        let d = self.rng.random_range(0..=self.opts.faults.apply_lag_ms);
+        self.schedule(d, Event::ApplyStep { node: i, epoch });
     }
 
     fn note_vote(&mut self, _i: usize, m: &Message) {
@@ -1240,156 +1288,98 @@ impl Sim {
         }
     }
 
-    fn take_snapshot(&mut self, i: usize, at: Index) -> Result<(), Violation> {
-        let node = &mut self.nodes[i];
-        if node.applied != at {
-            return violation(format!(
-                "node {} asked to snapshot at {at} but applied {}",
-                i + 1,
-                node.applied
-            ));
-        }
-        let raft = node.raft.as_ref().expect("up");
-        let term = raft
-            .term_of(at)
-            .map_err(|e| Violation(format!("snapshot term: {e}")))?;
-        let voters = raft.config().voters.clone();
-        let mut data = Vec::new();
-        node.sm
-            .snapshot(&mut data)
-            .map_err(|e| Violation(e.to_string()))?;
-        let meta = SnapshotMeta {
-            last_included_index: at,
-            last_included_term: term,
-            membership: Membership {
-                voters,
-                voters_outgoing: Vec::new(),
-            },
-        };
-        node.snapshot_write = Some((meta, Payload::new(data)));
-        let epoch = node.epoch;
-        let lat = 1 + self
-            .rng
-            .random_range(0..=self.opts.faults.disk_latency_ms_max * 4);
-        self.schedule(lat, Event::SnapshotDone { node: i, epoch });
-        Ok(())
-    }
-
-    fn restore_snapshot(&mut self, i: usize, meta: &SnapshotMeta) -> Result<(), Violation> {
-        let node = &mut self.nodes[i];
-        let raft = node.raft.as_ref().expect("up");
-        let store = raft.store();
-        if store.snapshot_meta() != *meta {
-            return violation(format!(
-                "node {} asked to restore snapshot {meta:?} but the disk holds another",
-                i + 1
-            ));
-        }
-        let data = store.snapshot_data().clone();
-        node.sm = machine::new_machine();
-        node.sm.restore(&mut data.as_slice()).map_err(|e| {
-            Violation(format!(
-                "node {} could not restore its snapshot: {e}",
-                i + 1
-            ))
-        })?;
-        node.applied = meta.last_included_index;
-        let idx = meta.last_included_index.0 as usize;
-        let digest = node.sm.digest();
-        if let Some(Some((_, d))) = self.checker.applied.get(idx) {
-            if *d != digest {
-                return violation(format!(
-                    "state machine safety: node {} restored a snapshot at {idx} whose state differs from what was applied there",
-                    i + 1
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn apply_entry(&mut self, i: usize, e: Entry) -> Result<(), Violation> {
-        let node = &mut self.nodes[i];
-        if e.index != node.applied.next() {
-            return violation(format!(
-                "node {} applied {} after {}",
-                i + 1,
-                e.index,
-                node.applied
-            ));
-        }
-        let mut result = Vec::new();
-        if e.kind == EntryKind::Normal {
-            result = node.sm.apply(e.index, e.data.as_slice());
-        }
-        node.applied = e.index;
-        let h = entry_hash(&e);
-        let digest = node.sm.digest();
-        let idx = e.index.0 as usize;
-        if self.checker.applied.len() <= idx {
-            self.checker.applied.resize(idx + 1, None);
-        }
-        match self.checker.applied[idx] {
-            None => self.checker.applied[idx] = Some((h, digest)),
-            Some((h0, d0)) => {
-                if h0 != h || d0 != digest {
-                    return violation(format!(
-                        "state machine safety: node {} applied a different command or reached a different state at index {idx}",
-                        i + 1
-                    ));
+    /// State machine safety over what node `i`'s driver did to its state machine: commands
+    /// applied in increasing index order (never twice), the same command and the same state as
+    /// every other node at each index, and a restored snapshot equal to the state applied there.
+    fn check_applies(&mut self, i: usize, records: &[ApplyRecord]) -> Result<(), Violation> {
+        for r in records {
+            match *r {
+                ApplyRecord::Applied {
+                    index,
+                    hash,
+                    digest,
+                } => {
+                    let last = self.nodes[i].last_apply;
+                    if index <= last {
+                        return violation(format!(
+                            "node {} applied {index} after {last}: an entry applied twice or out of order",
+                            i + 1
+                        ));
+                    }
+                    self.nodes[i].last_apply = index;
+                    let idx = index.0 as usize;
+                    if self.checker.applied.len() <= idx {
+                        self.checker.applied.resize(idx + 1, None);
+                    }
+                    match self.checker.applied[idx] {
+                        None => self.checker.applied[idx] = Some((hash, digest)),
+                        Some((h0, d0)) if h0 != hash || d0 != digest => {
+                            return violation(format!(
+                                "state machine safety: node {} applied a different command or reached a different state at index {idx}",
+                                i + 1
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                ApplyRecord::Restored { digest } => {
+                    let raft = self.nodes[i].raft().expect("up");
+                    let at = raft.store().snapshot_meta().last_included_index;
+                    self.nodes[i].last_apply = at;
+                    if let Some(Some((_, d))) = self.checker.applied.get(at.0 as usize) {
+                        if *d != digest {
+                            return violation(format!(
+                                "state machine safety: node {} restored a snapshot at {at} whose state differs from what was applied there",
+                                i + 1
+                            ));
+                        }
+                    }
                 }
             }
         }
-        if let Some((term, client, op, attempt)) = self.nodes[i].proposals.remove(&e.index) {
-            let reply = if term != e.term {
-                Reply::Redirect(usize::MAX, attempt) // another entry took this index
-            } else {
-                match machine::decode_write_result(&result) {
+        Ok(())
+    }
+
+    /// Turns node `i`'s answer to a client into the client's view of it.
+    fn reply_to_client(&mut self, i: usize, client: usize, f: ServerFrame) {
+        let (op, attempt) = decode_req_id(f.req_id());
+        let reply = match f {
+            ServerFrame::Ok { result, .. } => match self.history[op].kind {
+                OpKind::Append { .. } => match machine::decode_write_result(&result) {
                     machine::WriteResult::Done => Reply::Written,
                     machine::WriteResult::SessionLost => Reply::SessionLost,
                     machine::WriteResult::NotApplied => Reply::Redirect(usize::MAX, attempt),
-                }
-            };
-            let d = 1 + self.rng.random_range(0..=2);
-            self.schedule(d, Event::ClientReply { client, op, reply });
-        }
-        Ok(())
-    }
-
-    fn serve_reads(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let applied = node.applied;
-        let mut k = 0;
-        let mut replies = Vec::new();
-        while k < node.reads_waiting.len() {
-            if node.reads_waiting[k].0 <= applied {
-                let (_, client, op, key, _) = node.reads_waiting.swap_remove(k);
-                replies.push((client, op, machine::read(&node.sm, key)));
-            } else {
-                k += 1;
-            }
-        }
-        for (client, op, list) in replies {
-            let d = 1 + self.rng.random_range(0..=2);
-            self.schedule(
-                d,
-                Event::ClientReply {
-                    client,
-                    op,
-                    reply: Reply::Read(list),
                 },
-            );
-        }
+                OpKind::Read { .. } => Reply::Read(machine::decode_read(&result)),
+            },
+            ServerFrame::NotLeader { leader_hint, .. } => {
+                let to = leader_hint.0 as usize;
+                let to = if to == 0 || to - 1 == i {
+                    usize::MAX
+                } else {
+                    to - 1
+                };
+                Reply::Redirect(to, attempt)
+            }
+            ServerFrame::Retry { .. } | ServerFrame::Error { .. } => {
+                Reply::Redirect(usize::MAX, attempt)
+            }
+        };
+        let d = 1 + self.rng.random_range(0..=2);
+        self.schedule(d, Event::ClientReply { client, op, reply });
     }
 
     /// Log matching (Raft §5.3): an (index, term) pair names one entry and one predecessor.
-    fn check_new_entries(&mut self, i: usize, entries: &[Entry]) -> Result<(), Violation> {
-        let Some(first) = entries.first() else {
+    /// Checked when a write reaches the disk: `prev_term` is the term the disk holds just
+    /// before the write's first entry (`None`: not known, the write is not checked).
+    fn check_new_entries(
+        &mut self,
+        entries: &[Entry],
+        prev_term: Option<Term>,
+        i: usize,
+    ) -> Result<(), Violation> {
+        let Some(mut prev_term) = prev_term.map(|t| t.0) else {
             return Ok(());
-        };
-        let raft = self.nodes[i].raft.as_ref().expect("up");
-        let mut prev_term = match raft.term_of(first.index.prev()) {
-            Ok(t) => t.0,
-            Err(_) => return Ok(()),
         };
         for e in entries {
             let key = (e.index.0, e.term.0);
@@ -1416,7 +1406,7 @@ impl Sim {
     /// Per-node and cross-node safety checks after node `i` changed.
     fn check_node(&mut self, i: usize) -> Result<(), Violation> {
         let node = &self.nodes[i];
-        let Some(raft) = &node.raft else {
+        let Some(raft) = node.raft() else {
             return Ok(());
         };
         raft.check_invariants().map_err(Violation)?;
@@ -1594,49 +1584,19 @@ impl Sim {
         (client_id, seq, first_unacked): (u64, u64, u64),
     ) -> Result<(), Violation> {
         let kind = self.history[op].kind;
-        let ctx = self.next_ctx;
-        self.next_ctx += 1;
+        let req_id = encode_req_id(op, attempt);
         let now = self.now;
-        let raft = self.raft_mut(i);
-        let hint = raft.leader_id();
-        let redirect = if hint == NodeId::ZERO || hint.0 as usize - 1 == i {
-            usize::MAX
-        } else {
-            hint.0 as usize - 1
-        };
-        let accepted = match kind {
+        let driver = self.driver_mut(i);
+        driver.net_mut().now = now;
+        match kind {
             OpKind::Append { key, value } => {
                 let mut req = machine::append_request(client_id, seq, first_unacked, key, value);
                 machine::stamp(&mut req, now);
-                match raft.propose(Payload::new(req)) {
-                    Ok(pid) => {
-                        self.nodes[i]
-                            .proposals
-                            .insert(pid.index, (pid.term, client, op, attempt));
-                        true
-                    }
-                    Err(_) => false,
-                }
+                driver.propose_writes(vec![(client, req_id, Ok(Payload::new(req)))]);
             }
-            OpKind::Read { key } => match raft.read_index(ctx) {
-                Ok(()) => {
-                    self.nodes[i]
-                        .read_ctx
-                        .insert(ctx, (client, op, key, attempt));
-                    true
-                }
-                Err(_) => false,
-            },
-        };
-        if !accepted {
-            self.schedule(
-                1,
-                Event::ClientReply {
-                    client,
-                    op,
-                    reply: Reply::Redirect(redirect, attempt),
-                },
-            );
+            OpKind::Read { key } => {
+                driver.start_reads(vec![(client, req_id, machine::read_query(key))]);
+            }
         }
         self.drive(i)
     }
@@ -1817,7 +1777,7 @@ impl Sim {
                 self.crash(i, f.power_cut);
             }
             5 | 6 => {
-                let down: Vec<usize> = (0..n).filter(|&i| self.nodes[i].raft.is_none()).collect();
+                let down: Vec<usize> = (0..n).filter(|&i| self.nodes[i].driver.is_none()).collect();
                 if let Some(&i) = down.choose(&mut self.rng) {
                     self.restart(i)?;
                 }
@@ -1872,16 +1832,16 @@ impl Sim {
             let max_commit = self
                 .nodes
                 .iter()
-                .filter_map(|n| n.raft.as_ref())
+                .filter_map(|n| n.raft())
                 .map(|r| r.commit_index())
                 .max();
-            let all = self.nodes.iter().all(|n| Some(n.applied) == max_commit);
+            let all = self.nodes.iter().all(|n| Some(n.applied()) == max_commit);
             let idle = self.clients.iter().all(|c| c.current.is_none());
             if all && idle {
                 break;
             }
             if self.now >= settle_deadline {
-                let applied: Vec<Index> = self.nodes.iter().map(|n| n.applied).collect();
+                let applied: Vec<Index> = self.nodes.iter().map(|n| n.applied()).collect();
                 return violation(format!(
                     "nodes did not converge after healing: applied {applied:?}, max commit {max_commit:?}"
                 ));
@@ -1895,16 +1855,16 @@ impl Sim {
     /// (quick checks: no stale read, no phantom), then the whole history with the
     /// linearizability checker (`lincheck`).
     pub fn final_checks(&self) -> Result<(), Violation> {
-        let d0 = self.nodes[0].sm.digest();
+        let d0 = self.nodes[0].sm().digest();
         for (i, n) in self.nodes.iter().enumerate() {
-            if n.sm.digest() != d0 {
+            if n.sm().digest() != d0 {
                 return violation(format!(
                     "state machine digests differ after healing: node 1 vs node {}",
                     i + 1
                 ));
             }
         }
-        let sm = &self.nodes[0].sm;
+        let sm = self.nodes[0].sm();
         let finals: Vec<Vec<u64>> = (0..self.opts.keys).map(|k| machine::read(sm, k)).collect();
         for (k, list) in finals.iter().enumerate() {
             let mut sorted = list.clone();
@@ -1969,27 +1929,13 @@ impl Sim {
     }
 }
 
-/// What a driver does with `Persist` work, on the simulated disk.
-fn apply_persist(store: &mut MemLogStore, p: &Persist) {
-    if let Some(hs) = p.hard_state {
-        store.hard_state = hs;
-    }
-    for c in &p.snapshot_chunks {
-        if store
-            .write_snapshot_chunk(c.offset, c.data.as_slice())
-            .is_err()
-        {
-            store.discard_incoming();
-        }
-    }
-    if let Some(meta) = &p.install_snapshot {
-        store.install_received_snapshot(meta.clone());
-    }
-    if !p.entries.is_empty() {
-        store
-            .append(&p.entries)
-            .expect("the core hands out appendable entries");
-    }
+/// A simulated client request's id: its operation and attempt.
+fn encode_req_id(op: usize, attempt: u32) -> u64 {
+    ((op as u64) << 8) | u64::from(attempt.min(255))
+}
+
+fn decode_req_id(req_id: u64) -> (usize, u32) {
+    ((req_id >> 8) as usize, (req_id & 0xff) as u32)
 }
 
 /// Runs `f` for each seed (or only `SEED` if set; `SEEDS` overrides the count) and panics with a
