@@ -384,6 +384,164 @@ pub fn record_crc(seed: u32, header: &[u8], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// What the record at one offset must agree with besides its own bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRules {
+    /// The index the record must carry (`None`: any index but 0, e.g. the first record of a
+    /// segment read on its own).
+    pub expect: Option<LogIndex>,
+    /// The previous record's term (terms never decrease); `LogTerm(0)` for the first.
+    pub prev_term: LogTerm,
+    /// End of the record area: the record header and the whole record must lie before it.
+    pub area_end: u64,
+    /// Bytes that must stay free between the record's end and `area_end` (the offset index
+    /// entries an open segment reserves for its footer: [`open_segment_index_room`]).
+    pub index_room: u64,
+}
+
+/// Room an open segment keeps for the offset index of its records when it holds
+/// `records_before` records and places one more (FORMAT.md "Offset index": a record is placed
+/// only if `end + 4*(n+1) + 64 <= S`).
+#[inline]
+pub fn open_segment_index_room(records_before: u64) -> u64 {
+    OFFSET_ENTRY_BYTES * (records_before + 1)
+}
+
+/// A record whose header and length are plausible, with its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset: u64,
+    pub header: RecordHeader,
+    pub payload: &'a [u8],
+    /// Whole record length, padding included.
+    pub bytes: u64,
+}
+
+/// Why the bytes at an offset are not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordFault {
+    /// Marker byte not `0xA5`, or non-zero reserved bytes.
+    NotAHeader { marker: u8 },
+    /// The payload length runs past the record area (or leaves no room for the offset index).
+    TooLong { len: u64 },
+    /// The stored CRC does not match header and payload.
+    Checksum { computed: u32, stored: u32 },
+    /// The record carries another index than the one expected here (misplaced, or index 0).
+    Index { expected: LogIndex, found: LogIndex },
+    /// The record's term is below the previous record's.
+    Term { prev: LogTerm, found: LogTerm },
+}
+
+impl std::fmt::Display for RecordFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordFault::NotAHeader { marker } => write!(
+                f,
+                "not a record header (marker {marker:#04x}, expected 0xa5 and zero reserved bytes)"
+            ),
+            RecordFault::TooLong { len } => write!(
+                f,
+                "payload length {len} runs past the end of the record area"
+            ),
+            RecordFault::Checksum { computed, stored } => write!(
+                f,
+                "record checksum mismatch (computed {computed:#010x}, stored {stored:#010x})"
+            ),
+            RecordFault::Index { expected, found } => write!(
+                f,
+                "record carries index {found}, expected {expected} (misplaced record)"
+            ),
+            RecordFault::Term { prev, found } => {
+                write!(f, "record term {found} below the previous term {prev}")
+            }
+        }
+    }
+}
+
+/// The verdict of [`check_record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordCheck<'a> {
+    /// A valid record.
+    Valid(RecordView<'a>),
+    /// No record starts here: zeros, or no room left for a record header. The clean end of the
+    /// records of a segment.
+    End,
+    /// Not a valid record. `record` is the decoded record when only its checksum, index or
+    /// term is wrong (its length is plausible, so a reader may step over it).
+    Invalid {
+        fault: RecordFault,
+        record: Option<RecordView<'a>>,
+    },
+}
+
+/// **The** rule for whether the bytes at `at` of a segment are a valid record (FORMAT.md
+/// "Record": marker, zero bytes, length, CRC, index, term). Recovery (`wal`) and `raft-dump`
+/// (`inspect`) both decide with this function, so they cannot disagree about a record.
+/// `segment` is the segment's bytes from offset 0 (a mapping or a buffer, possibly short).
+pub fn check_record<'a>(
+    segment: &'a [u8],
+    seed: u32,
+    at: u64,
+    rules: &RecordRules,
+) -> RecordCheck<'a> {
+    let header_end = at.saturating_add(RECORD_HEADER_BYTES);
+    let Some(h) = segment
+        .get(at as usize..header_end as usize)
+        .filter(|_| header_end <= rules.area_end)
+    else {
+        return RecordCheck::End;
+    };
+    if h.iter().all(|&b| b == 0) {
+        return RecordCheck::End;
+    }
+    let Some(rh) = decode_record_header(h) else {
+        return RecordCheck::End;
+    };
+    let invalid = |fault, record| RecordCheck::Invalid { fault, record };
+    if rh.marker != RECORD_MARKER || !rh.reserved_zero {
+        return invalid(RecordFault::NotAHeader { marker: rh.marker }, None);
+    }
+    let len = rh.payload_len as u64;
+    let bytes = record_bytes(len);
+    let fits = at
+        .checked_add(bytes)
+        .and_then(|e| e.checked_add(rules.index_room))
+        .is_some_and(|e| e <= rules.area_end);
+    let payload = segment.get(header_end as usize..(header_end + len) as usize);
+    let (true, Some(payload)) = (fits, payload) else {
+        return invalid(RecordFault::TooLong { len }, None);
+    };
+    let view = RecordView {
+        offset: at,
+        header: rh,
+        payload,
+        bytes,
+    };
+    let computed = record_crc(seed, h, payload);
+    let fault = if computed != rh.crc {
+        Some(RecordFault::Checksum {
+            computed,
+            stored: rh.crc,
+        })
+    } else if rh.index.0 == 0 || rules.expect.is_some_and(|e| e != rh.index) {
+        Some(RecordFault::Index {
+            expected: rules.expect.unwrap_or(LogIndex(1)),
+            found: rh.index,
+        })
+    } else if rh.term < rules.prev_term {
+        Some(RecordFault::Term {
+            prev: rules.prev_term,
+            found: rh.term,
+        })
+    } else {
+        None
+    };
+    match fault {
+        Some(f) => invalid(f, Some(view)),
+        None => RecordCheck::Valid(view),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Trailer.
 // ---------------------------------------------------------------------------------------------

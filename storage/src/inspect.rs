@@ -13,8 +13,8 @@
 use crate::error::{Result, StorageError};
 use crate::format::{
     self, HARD_STATE_FILE, HARD_STATE_MAGIC, LOG_META_FILE, LOG_META_MAGIC, OFFSET_ENTRY_BYTES,
-    RECORD_HEADER_BYTES, RECORD_MARKER, SEGMENT_HEADER_BYTES, SLOT_FILE_BYTES, SegmentHeader,
-    TRAILER_BYTES, Trailer,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SLOT_FILE_BYTES, SegmentHeader, TRAILER_BYTES,
+    Trailer,
 };
 use crate::ledger::{LedgerView, read_ledger};
 use crate::lock::parse_lock_pid;
@@ -48,6 +48,10 @@ pub enum Severity {
     Corruption,
     /// Unsynced bytes after the durable point that recovery will truncate (a torn tail).
     TornTail,
+    /// Recovery would end the log at unsynced damage (or a torn write: nothing after that point
+    /// was synced, so the two cannot be told apart) and discard intact records that follow it.
+    /// The problem's `discards` says how many.
+    WouldDiscard,
     /// Worth knowing, harmless (an unsynced hard-state slot, a `.broken` snapshot kept aside).
     Notice,
 }
@@ -62,6 +66,20 @@ pub struct Problem {
     /// Log index concerned, when known.
     pub index: Option<LogIndex>,
     pub reason: String,
+    /// For [`Severity::WouldDiscard`]: the intact records recovery would throw away.
+    pub discards: Option<Discards>,
+}
+
+/// Intact records recovery would discard after the point where it ends the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discards {
+    /// How many records (valid checksum and header) follow the cut.
+    pub records: u64,
+    /// Lowest and highest index among them.
+    pub first_index: Option<LogIndex>,
+    pub last_index: Option<LogIndex>,
+    /// Segment files they lie in.
+    pub files: usize,
 }
 
 impl std::fmt::Display for Problem {
@@ -169,6 +187,8 @@ struct Parsed {
     info: SegmentInfo,
     records: Vec<RecordInfo>,
     problems: Vec<Problem>,
+    /// Where recovery would end the log in this segment as a torn tail, if it would.
+    cut: Option<Cut>,
 }
 
 fn trailer_of(buf: &[u8], h: &SegmentHeader) -> (FooterStatus, Option<Trailer>) {
@@ -201,46 +221,143 @@ fn trailer_of(buf: &[u8], h: &SegmentHeader) -> (FooterStatus, Option<Trailer>) 
     }
 }
 
-/// Decodes the record at `at`; `Err` says why it is not a plausible record (length or header).
-fn record_at(buf: &[u8], seed: u32, at: u64, limit: u64) -> Result<(RecordInfo, u64), String> {
-    let h = buf
-        .get(at as usize..(at + RECORD_HEADER_BYTES) as usize)
-        .filter(|_| at + RECORD_HEADER_BYTES <= limit)
-        .ok_or("record header runs past the end of the record area")?;
-    if h.iter().all(|&b| b == 0) {
-        return Err("zeros (no record)".into());
-    }
-    let rh = format::decode_record_header(h).ok_or("short header")?;
-    if rh.marker != RECORD_MARKER || !rh.reserved_zero {
-        return Err(format!("not a record header (marker {:#04x})", rh.marker));
-    }
-    let len = rh.payload_len as u64;
-    let rec = format::record_bytes(len);
-    if at + rec > limit {
-        return Err(format!(
-            "payload length {len} runs past the end of the record area"
-        ));
-    }
-    let payload =
-        &buf[(at + RECORD_HEADER_BYTES) as usize..(at + RECORD_HEADER_BYTES + len) as usize];
-    let crc = format::record_crc(seed, h, payload);
-    Ok((
-        RecordInfo {
-            offset: at,
-            index: rh.index,
-            term: rh.term,
-            kind: rh.kind,
-            payload_len: rh.payload_len,
-            payload: payload.to_vec(),
-            stored_crc: rh.crc,
-            checksum_ok: crc == rh.crc,
+fn record_info(v: &format::RecordView<'_>, checksum_ok: bool, keep_payload: bool) -> RecordInfo {
+    RecordInfo {
+        offset: v.offset,
+        index: v.header.index,
+        term: v.header.term,
+        kind: v.header.kind,
+        payload_len: v.header.payload_len,
+        payload: if keep_payload {
+            v.payload.to_vec()
+        } else {
+            Vec::new()
         },
-        rec,
-    ))
+        stored_crc: v.header.crc,
+        checksum_ok,
+    }
 }
 
 fn first_nonzero(b: &[u8]) -> Option<usize> {
     b.iter().position(|&x| x != 0)
+}
+
+/// Where recovery would end the log inside a segment without taking it as damage (a torn tail
+/// after the durable point), and what it would throw away after that point in this segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cut {
+    /// Byte offset of the first record recovery would not keep.
+    offset: u64,
+    /// The index that record should have carried.
+    index: Option<LogIndex>,
+    /// Intact records found after the cut in this segment.
+    intact: Intact,
+}
+
+/// Intact (self-consistent, checksum-valid) records found in a byte range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Intact {
+    count: u64,
+    first: Option<LogIndex>,
+    last: Option<LogIndex>,
+}
+
+impl Intact {
+    fn add(&mut self, other: Intact) {
+        self.count += other.count;
+        self.first = self.first.or(other.first);
+        self.last = other.last.or(self.last);
+    }
+}
+
+/// Counts the records after `from` that are valid on their own (checksum, header, length;
+/// [`format::check_record`] with no expected index): what recovery would discard if it ended
+/// the log at `from`. Resynchronises on 8-byte boundaries after anything that is not a record.
+fn intact_records_after(buf: &[u8], seed: u32, from: u64, area_end: u64) -> Intact {
+    let mut found = Intact::default();
+    let mut at = from;
+    while at + RECORD_HEADER_BYTES <= area_end {
+        let rules = format::RecordRules {
+            expect: None,
+            prev_term: LogTerm(0),
+            area_end,
+            index_room: 0,
+        };
+        match format::check_record(buf, seed, at, &rules) {
+            format::RecordCheck::Valid(v) => {
+                found.count += 1;
+                found.first.get_or_insert(v.header.index);
+                found.last = Some(v.header.index);
+                at += v.bytes;
+            }
+            _ => {
+                // Skip zeros quickly: the next candidate is the next non-zero aligned word.
+                let rest = buf.get(at as usize + 8..area_end.min(buf.len() as u64) as usize);
+                match rest.and_then(first_nonzero) {
+                    Some(p) => at = (at + 8 + p as u64) & !(format::RECORD_ALIGN - 1),
+                    None => break,
+                }
+            }
+        }
+    }
+    found
+}
+
+/// State of parsing one segment buffer.
+struct SegParse<'a> {
+    path: &'a Path,
+    buf: &'a [u8],
+    h: SegmentHeader,
+    /// Bytes covered by a completed sync: damage before it is corruption, after it a torn tail.
+    synced: u64,
+    keep_payloads: bool,
+    info: SegmentInfo,
+    records: Vec<RecordInfo>,
+    problems: Vec<Problem>,
+    cut: Option<Cut>,
+}
+
+impl SegParse<'_> {
+    fn prob(&mut self, severity: Severity, offset: u64, index: Option<LogIndex>, reason: String) {
+        self.problems.push(Problem {
+            severity,
+            file: self.path.to_path_buf(),
+            offset: Some(offset),
+            index,
+            reason,
+            discards: None,
+        });
+    }
+
+    fn severity_at(&self, offset: u64) -> Severity {
+        if offset < self.synced {
+            Severity::Corruption
+        } else {
+            Severity::TornTail
+        }
+    }
+
+    fn done(self) -> Parsed {
+        Parsed {
+            info: self.info,
+            records: self.records,
+            problems: self.problems,
+            cut: self.cut,
+        }
+    }
+
+    /// Records where recovery would cut the log at `offset` (a torn tail), counting what
+    /// follows it up to `area_end`.
+    fn cut_at(&mut self, offset: u64, resume: u64, index: Option<LogIndex>, area_end: u64) {
+        if self.cut.is_none() && self.severity_at(offset) == Severity::TornTail {
+            let intact = intact_records_after(self.buf, self.h.seed, resume, area_end);
+            self.cut = Some(Cut {
+                offset,
+                index,
+                intact,
+            });
+        }
+    }
 }
 
 fn parse_segment(
@@ -250,17 +367,7 @@ fn parse_segment(
     keep_payloads: bool,
     expect_first: Option<LogIndex>,
 ) -> Parsed {
-    let mut problems = Vec::new();
     let file_bytes = buf.len() as u64;
-    let mut prob = |severity, offset: Option<u64>, index: Option<LogIndex>, reason: String| {
-        problems.push(Problem {
-            severity,
-            file: path.to_path_buf(),
-            offset,
-            index,
-            reason,
-        })
-    };
     let mut info = SegmentInfo {
         path: path.to_path_buf(),
         file_bytes,
@@ -277,24 +384,38 @@ fn parse_segment(
         Ok(h) => h,
         Err(p) => {
             info.header = Err(p.to_string());
-            prob(
-                Severity::Corruption,
-                Some(0),
-                None,
-                format!("bad segment header: {p}"),
-            );
+            let problems = vec![Problem {
+                severity: Severity::Corruption,
+                file: path.to_path_buf(),
+                offset: Some(0),
+                index: None,
+                reason: format!("bad segment header: {p}"),
+                discards: None,
+            }];
             return Parsed {
                 info,
                 records: Vec::new(),
                 problems,
+                cut: None,
             };
         }
     };
     info.header = Ok(h);
+    let mut p = SegParse {
+        path,
+        buf,
+        h,
+        synced: synced.unwrap_or(SEGMENT_HEADER_BYTES),
+        keep_payloads,
+        info,
+        records: Vec::new(),
+        problems: Vec::new(),
+        cut: None,
+    };
     if file_bytes != h.segment_bytes {
-        prob(
+        p.prob(
             Severity::Corruption,
-            Some(file_bytes.min(h.segment_bytes)),
+            file_bytes.min(h.segment_bytes),
             None,
             format!(
                 "file is {file_bytes} bytes, header says {}",
@@ -302,312 +423,307 @@ fn parse_segment(
             ),
         );
     }
-    let seg_bytes = h.segment_bytes.min(file_bytes);
     let (footer, trailer) = trailer_of(buf, &h);
-    info.footer = footer.clone();
-    let mut records = Vec::new();
-    if let Some(t) = trailer {
-        // A decoded trailer: walk the records by their lengths and compare every offset-index
-        // entry with the true position, so a flipped bit in the index is reported at its byte.
-        // When a record is unreadable, a valid index says where the next one starts.
-        let offsets_ok = footer == FooterStatus::Valid;
-        info.sealed = offsets_ok;
-        let start = t.offsets_start(h.segment_bytes);
-        let mut expect_at = SEGMENT_HEADER_BYTES;
-        let mut chain = crc32fast::Hasher::new_with_initial(h.seed);
-        let mut prev_term = t.first_term;
-        let mut index_mismatch = false;
-        for k in 0..t.record_count as u64 {
-            let entry_at = start + k * 4;
-            let o = format::get_u32(buf, entry_at as usize) as u64;
-            let index = LogIndex(t.first_index.0 + k);
-            if o != expect_at {
-                index_mismatch = true;
-                let want = (expect_at as u32).to_le_bytes();
-                let have = (o as u32).to_le_bytes();
-                let byte = (0..4).find(|&i| want[i] != have[i]).unwrap_or(0) as u64;
-                prob(
-                    Severity::Corruption,
-                    Some(entry_at + byte),
-                    Some(index),
-                    format!(
-                        "offset index entry says record {index} is at byte {o}, it is at {expect_at}"
-                    ),
+    p.info.footer = footer.clone();
+    match trailer {
+        Some(t) => walk_sealed(&mut p, &t, footer == FooterStatus::Valid, synced),
+        None => {
+            if let FooterStatus::Invalid(why) = &footer {
+                let seg_bytes = h.segment_bytes.min(file_bytes);
+                let sev = if synced.is_some_and(|s| s >= seg_bytes) {
+                    Severity::Corruption
+                } else {
+                    Severity::TornTail
+                };
+                p.prob(
+                    sev,
+                    seg_bytes.saturating_sub(TRAILER_BYTES),
+                    None,
+                    format!("damaged footer: {why}"),
                 );
             }
-            match record_at(buf, h.seed, expect_at, t.records_end) {
-                Ok((r, rec)) => {
-                    chain.update(&r.stored_crc.to_le_bytes());
-                    if !r.checksum_ok {
-                        prob(
-                            Severity::Corruption,
-                            Some(expect_at),
-                            Some(index),
-                            format!("record checksum mismatch (stored {:#010x})", r.stored_crc),
-                        );
-                    }
-                    if r.index != index {
-                        prob(
-                            Severity::Corruption,
-                            Some(expect_at),
-                            Some(index),
-                            format!(
-                                "record carries index {}, expected {index} (misplaced record)",
-                                r.index
-                            ),
-                        );
-                    }
-                    if r.term < prev_term || r.term > t.last_term {
-                        prob(
-                            Severity::Corruption,
-                            Some(expect_at),
-                            Some(index),
-                            format!(
-                                "term {} outside {}..={} or decreasing",
-                                r.term, prev_term, t.last_term
-                            ),
-                        );
-                    }
-                    prev_term = r.term;
-                    let crc_ok = r.checksum_ok;
-                    let pad_from = expect_at + RECORD_HEADER_BYTES + r.payload_len as u64;
-                    if let Some(p) =
-                        first_nonzero(&buf[pad_from as usize..(expect_at + rec) as usize])
-                    {
-                        prob(
-                            Severity::Corruption,
-                            Some(pad_from + p as u64),
-                            Some(index),
-                            "non-zero padding byte after the payload".into(),
-                        );
-                    }
-                    if keep_payloads || records.is_empty() {
-                        records.push(r);
-                    } else {
-                        records.push(RecordInfo {
-                            payload: Vec::new(),
-                            ..r
-                        });
-                    }
-                    // A corrupt length field would misplace the walk: trust the index when
-                    // it is intact.
-                    expect_at = if offsets_ok && !crc_ok && k + 1 < t.record_count as u64 {
-                        format::get_u32(buf, (entry_at + 4) as usize) as u64
-                    } else {
-                        expect_at + rec
-                    };
-                }
-                Err(why) => {
-                    prob(
-                        Severity::Corruption,
-                        Some(expect_at),
-                        Some(index),
-                        format!("unreadable record: {why}"),
-                    );
-                    if !offsets_ok {
-                        prob(
-                            Severity::Corruption,
-                            Some(expect_at),
-                            Some(index),
-                            "offset index damaged too: the rest of this segment is unchecked"
-                                .into(),
-                        );
-                        return Parsed {
-                            info,
-                            records,
-                            problems,
-                        };
-                    }
-                    chain.update(&format::get_u32(buf, expect_at as usize).to_le_bytes());
-                    expect_at = if k + 1 < t.record_count as u64 {
-                        format::get_u32(buf, (entry_at + 4) as usize) as u64
-                    } else {
-                        t.records_end
-                    };
-                }
+            scan_open(&mut p, expect_first);
+        }
+    }
+    p.done()
+}
+
+/// Walks a segment with a decoded trailer by record lengths and compares every offset-index
+/// entry with the true position, so a flipped bit in the index is reported at its byte. When a
+/// record is unreadable, a valid index says where the next one starts.
+fn walk_sealed(p: &mut SegParse<'_>, t: &Trailer, offsets_ok: bool, synced: Option<u64>) {
+    let (buf, h) = (p.buf, p.h);
+    // Recovery trusts a footer when the segment was synced to its end or the durable point is
+    // unknown (R3, R11): damage anywhere in it is corruption. Otherwise it scans the records
+    // (R4), and damage after the synced offset is a torn tail.
+    p.synced = synced.unwrap_or(u64::MAX);
+    p.info.sealed = offsets_ok;
+    let start = t.offsets_start(h.segment_bytes);
+    let mut expect_at = SEGMENT_HEADER_BYTES;
+    let mut chain = crc32fast::Hasher::new_with_initial(h.seed);
+    let mut prev_term = t.first_term;
+    let mut index_mismatch = false;
+    for k in 0..t.record_count as u64 {
+        let entry_at = start + k * 4;
+        let index = LogIndex(t.first_index.0 + k);
+        let o = format::get_u32(buf, entry_at as usize) as u64;
+        if o != expect_at {
+            index_mismatch = true;
+            let want = (expect_at as u32).to_le_bytes();
+            let have = (o as u32).to_le_bytes();
+            let byte = (0..4).find(|&i| want[i] != have[i]).unwrap_or(0) as u64;
+            let sev = p.severity_at(entry_at + byte);
+            p.prob(
+                sev,
+                entry_at + byte,
+                Some(index),
+                format!(
+                    "offset index entry says record {index} is at byte {o}, it is at {expect_at}"
+                ),
+            );
+        }
+        let next_by_index = (k + 1 < t.record_count as u64)
+            .then(|| format::get_u32(buf, (entry_at + 4) as usize) as u64);
+        let rules = format::RecordRules {
+            expect: Some(index),
+            prev_term,
+            area_end: t.records_end,
+            index_room: 0,
+        };
+        let (view, fault) = match format::check_record(buf, h.seed, expect_at, &rules) {
+            format::RecordCheck::Valid(v) => (Some(v), None),
+            format::RecordCheck::Invalid { fault, record } => (record, Some(fault)),
+            format::RecordCheck::End => (None, None),
+        };
+        let Some(v) = view else {
+            let why = fault.map_or_else(
+                || "zeros or no room for a record header".to_string(),
+                |f| f.to_string(),
+            );
+            let sev = p.severity_at(expect_at);
+            p.prob(
+                sev,
+                expect_at,
+                Some(index),
+                format!("unreadable record: {why}"),
+            );
+            p.cut_at(
+                expect_at,
+                expect_at + format::RECORD_ALIGN,
+                Some(index),
+                start,
+            );
+            if !offsets_ok {
+                p.prob(
+                    sev,
+                    expect_at,
+                    Some(index),
+                    "offset index damaged too: the rest of this segment is unchecked".into(),
+                );
+                return;
             }
+            chain.update(&format::get_u32(buf, expect_at as usize).to_le_bytes());
+            expect_at = next_by_index.unwrap_or(t.records_end);
+            continue;
+        };
+        chain.update(&v.header.crc.to_le_bytes());
+        let crc_ok = !matches!(fault, Some(format::RecordFault::Checksum { .. }));
+        let mut faults = Vec::new();
+        if let Some(f) = fault {
+            faults.push(f.to_string());
         }
-        if !offsets_ok && !index_mismatch {
-            prob(
-                Severity::Corruption,
-                Some(start),
-                None,
-                "offset index checksum mismatch".into(),
+        if v.header.term > t.last_term {
+            faults.push(format!(
+                "term {} above the trailer's last term {}",
+                v.header.term, t.last_term
+            ));
+        }
+        for f in faults {
+            let sev = p.severity_at(expect_at);
+            p.prob(sev, expect_at, Some(index), f);
+            p.cut_at(expect_at, expect_at + v.bytes, Some(index), start);
+        }
+        prev_term = v.header.term;
+        let pad_from = expect_at + RECORD_HEADER_BYTES + v.header.payload_len as u64;
+        if let Some(z) = first_nonzero(&buf[pad_from as usize..(expect_at + v.bytes) as usize]) {
+            let o = pad_from + z as u64;
+            p.prob(
+                p.severity_at(o),
+                o,
+                Some(index),
+                "non-zero padding byte after the payload".into(),
             );
         }
-        if expect_at != t.records_end {
-            prob(
-                Severity::Corruption,
-                Some(h.segment_bytes - TRAILER_BYTES),
-                None,
-                format!(
-                    "trailer says records end at {}, they end at {expect_at}",
-                    t.records_end
-                ),
-            );
-        }
-        let chain = chain.finalize();
-        if chain != t.chain_crc {
-            prob(
-                Severity::Corruption,
-                Some(h.segment_bytes - TRAILER_BYTES + format::TRL_CHAIN_CRC as u64),
-                None,
-                format!(
-                    "segment checksum (chain of record checksums) {chain:#010x}, trailer says {:#010x}",
-                    t.chain_crc
-                ),
-            );
-        }
-        let gap = t.records_end.min(start) as usize..start as usize;
-        if let Some(p) = first_nonzero(&buf[gap.clone()]) {
-            prob(
-                Severity::Corruption,
-                Some(gap.start as u64 + p as u64),
-                None,
-                "non-zero byte between the last record and the footer".into(),
-            );
-        }
-        info.first = Some((t.first_index, t.first_term));
-        info.last = Some((t.last_index, t.last_term));
-        info.record_count = t.record_count as u64;
-        info.records_end = t.records_end;
-        return Parsed {
-            info,
-            records,
-            problems,
+        let keep = p.keep_payloads || p.records.is_empty();
+        p.records.push(record_info(&v, crc_ok, keep));
+        // A corrupt length field would misplace the walk: trust the index when it is intact.
+        expect_at = match next_by_index {
+            Some(n) if offsets_ok && !crc_ok => n,
+            _ => expect_at + v.bytes,
         };
     }
-    if let FooterStatus::Invalid(why) = &footer {
-        let sev = if synced.is_some_and(|s| s >= seg_bytes) {
-            Severity::Corruption
-        } else {
-            Severity::TornTail
-        };
-        prob(
-            sev,
-            Some(seg_bytes.saturating_sub(TRAILER_BYTES)),
+    sealed_footer_checks(
+        p,
+        t,
+        offsets_ok && !index_mismatch,
+        expect_at,
+        chain.finalize(),
+    );
+}
+
+/// The checks of a sealed segment's footer against the records walked.
+fn sealed_footer_checks(
+    p: &mut SegParse<'_>,
+    t: &Trailer,
+    report_offsets_crc: bool,
+    records_end: u64,
+    chain: u32,
+) {
+    let h = p.h;
+    let start = t.offsets_start(h.segment_bytes);
+    let trailer_at = h.segment_bytes - TRAILER_BYTES;
+    if !p.info.sealed && report_offsets_crc {
+        p.prob(
+            p.severity_at(start),
+            start,
             None,
-            format!("damaged footer: {why}"),
+            "offset index checksum mismatch".into(),
         );
     }
-    // Open (or footer-less): scan records in order.
-    let limit = seg_bytes.saturating_sub(TRAILER_BYTES);
+    if records_end != t.records_end {
+        p.prob(
+            p.severity_at(trailer_at),
+            trailer_at,
+            None,
+            format!(
+                "trailer says records end at {}, they end at {records_end}",
+                t.records_end
+            ),
+        );
+    }
+    if chain != t.chain_crc {
+        let at = trailer_at + format::TRL_CHAIN_CRC as u64;
+        p.prob(
+            p.severity_at(at),
+            at,
+            None,
+            format!(
+                "segment checksum (chain of record checksums) {chain:#010x}, trailer says {:#010x}",
+                t.chain_crc
+            ),
+        );
+    }
+    let gap = t.records_end.min(start) as usize..start as usize;
+    if let Some(z) = first_nonzero(&p.buf[gap.clone()]) {
+        let o = gap.start as u64 + z as u64;
+        p.prob(
+            p.severity_at(o),
+            o,
+            None,
+            "non-zero byte between the last record and the footer".into(),
+        );
+    }
+    p.info.first = Some((t.first_index, t.first_term));
+    p.info.last = Some((t.last_index, t.last_term));
+    p.info.record_count = t.record_count as u64;
+    p.info.records_end = t.records_end;
+}
+
+/// Scans an open (or footer-less) segment record by record, as recovery does, and says where
+/// and why the records end.
+fn scan_open(p: &mut SegParse<'_>, expect_first: Option<LogIndex>) {
+    let (buf, h) = (p.buf, p.h);
+    let seg_bytes = h.segment_bytes.min(buf.len() as u64);
+    let area_end = seg_bytes.saturating_sub(TRAILER_BYTES);
     let mut at = SEGMENT_HEADER_BYTES;
-    let mut expect: Option<LogIndex> = expect_first;
+    let mut expect = expect_first;
     let mut prev_term = LogTerm(0);
-    let synced_at = synced.unwrap_or(SEGMENT_HEADER_BYTES);
-    let sev_at = |o: u64| {
-        if o < synced_at {
-            Severity::Corruption
-        } else {
-            Severity::TornTail
+    let stop = loop {
+        let rules = format::RecordRules {
+            expect,
+            prev_term,
+            area_end,
+            index_room: format::open_segment_index_room(p.info.record_count),
+        };
+        let v = match format::check_record(buf, h.seed, at, &rules) {
+            format::RecordCheck::Valid(v) => v,
+            format::RecordCheck::End => break None,
+            format::RecordCheck::Invalid { fault, record } => break Some((fault, record)),
+        };
+        let pad_from = at + RECORD_HEADER_BYTES + v.header.payload_len as u64;
+        if let Some(z) = first_nonzero(&buf[pad_from as usize..(at + v.bytes) as usize]) {
+            // Recovery ignores padding (the record checks out), so keep scanning.
+            let o = pad_from + z as u64;
+            p.prob(
+                p.severity_at(o),
+                o,
+                Some(v.header.index),
+                "non-zero padding byte after the payload".into(),
+            );
         }
+        p.info.first.get_or_insert((v.header.index, v.header.term));
+        p.info.last = Some((v.header.index, v.header.term));
+        p.info.record_count += 1;
+        expect = Some(v.header.index.next());
+        prev_term = v.header.term;
+        p.records.push(record_info(&v, true, p.keep_payloads));
+        at += v.bytes;
     };
-    let stop_reason: Option<String>;
-    // Not even a plausible record header where the next record would start.
-    let mut garbage = false;
-    loop {
-        match record_at(buf, h.seed, at, limit) {
-            Ok((r, rec)) => {
-                let mut why = None;
-                if !r.checksum_ok {
-                    why = Some(format!(
-                        "record checksum mismatch (stored {:#010x})",
-                        r.stored_crc
-                    ));
-                } else if r.index.0 == 0 || expect.is_some_and(|e| e != r.index) {
-                    why = Some(format!(
-                        "record carries index {}, expected {} (misplaced record)",
-                        r.index,
-                        expect.unwrap_or(LogIndex(1))
-                    ));
-                } else if r.term < prev_term {
-                    why = Some(format!(
-                        "term {} below the previous term {prev_term}",
-                        r.term
-                    ));
-                } else if let Some(p) = first_nonzero(
-                    &buf[(at + RECORD_HEADER_BYTES + r.payload_len as u64) as usize
-                        ..(at + rec) as usize],
-                ) {
-                    // Recovery ignores padding (the record checks out), so keep scanning.
-                    let o = at + RECORD_HEADER_BYTES + r.payload_len as u64 + p as u64;
-                    prob(
-                        sev_at(o),
-                        Some(o),
-                        Some(r.index),
-                        "non-zero padding byte after the payload".into(),
-                    );
+    p.info.records_end = at;
+    match stop {
+        Some((fault, record)) => {
+            let resume = match &record {
+                Some(v) => at + v.bytes,
+                None => at + format::RECORD_ALIGN,
+            };
+            // A damaged record header (several non-zero bytes: a record always has a checksum
+            // and an index) is reported at its start; a lone non-zero byte in zeros at its own
+            // offset (exact for a flipped bit).
+            let header = buf
+                .get(at as usize..(at + RECORD_HEADER_BYTES).min(seg_bytes) as usize)
+                .unwrap_or(&[]);
+            let lone_byte = header.iter().filter(|&&b| b != 0).count() < 2;
+            let report_at = match &record {
+                Some(_) => at,
+                None if !lone_byte => at,
+                None => {
+                    at + buf
+                        .get(at as usize..seg_bytes as usize)
+                        .and_then(first_nonzero)
+                        .unwrap_or(0) as u64
                 }
-                if let Some(w) = why {
-                    records.push(r);
-                    stop_reason = Some(w);
-                    break;
-                }
-                if info.first.is_none() {
-                    info.first = Some((r.index, r.term));
-                }
-                info.last = Some((r.index, r.term));
-                info.record_count += 1;
-                expect = Some(r.index.next());
-                prev_term = r.term;
-                records.push(if keep_payloads {
-                    r
-                } else {
-                    RecordInfo {
-                        payload: Vec::new(),
-                        ..r
-                    }
-                });
-                at += rec;
+            };
+            if let Some(v) = record {
+                let crc_ok = !matches!(fault, format::RecordFault::Checksum { .. });
+                p.records.push(record_info(&v, crc_ok, true));
             }
-            Err(why) => {
-                stop_reason = if why.starts_with("zeros") {
-                    None
-                } else {
-                    garbage = true;
-                    Some(why)
-                };
-                break;
+            let sev = p.severity_at(report_at);
+            let what = if sev == Severity::Corruption {
+                "before the durable point"
+            } else {
+                "after the durable point: a torn tail recovery truncates"
+            };
+            p.prob(sev, report_at, expect, format!("{fault} ({what})"));
+            p.cut_at(at, resume, expect, area_end);
+        }
+        None => {
+            if let Some(z) = first_nonzero(&buf[at as usize..seg_bytes as usize]) {
+                let o = at + z as u64;
+                let sev = p.severity_at(o);
+                p.prob(
+                    sev,
+                    o,
+                    None,
+                    if sev == Severity::Corruption {
+                        "non-zero byte after the last record, inside the synced range".into()
+                    } else {
+                        "non-zero byte after the last record (unsynced debris recovery zeroes)"
+                            .into()
+                    },
+                );
+                p.cut_at(at, at + format::RECORD_ALIGN, expect, area_end);
             }
         }
-    }
-    info.records_end = at;
-    if let Some(why) = stop_reason {
-        // For garbage, point at its first non-zero byte (exact for a flipped bit).
-        let at = if garbage {
-            at + buf
-                .get(at as usize..seg_bytes as usize)
-                .and_then(first_nonzero)
-                .unwrap_or(0) as u64
-        } else {
-            at
-        };
-        let sev = sev_at(at);
-        let what = if sev == Severity::Corruption {
-            "before the durable point"
-        } else {
-            "after the durable point: a torn tail recovery truncates"
-        };
-        prob(sev, Some(at), expect, format!("{why} ({what})"));
-    } else if let Some(p) = first_nonzero(&buf[at as usize..seg_bytes as usize]) {
-        let o = at + p as u64;
-        let sev = sev_at(o);
-        prob(
-            sev,
-            Some(o),
-            None,
-            if sev == Severity::Corruption {
-                "non-zero byte after the last record, inside the synced range".into()
-            } else {
-                "non-zero byte after the last record (unsynced debris recovery zeroes)".into()
-            },
-        );
-    }
-    Parsed {
-        info,
-        records,
-        problems,
     }
 }
 
@@ -783,6 +899,7 @@ pub fn verify(path: &Path) -> Result<Vec<Problem>> {
                 offset: None,
                 index: None,
                 reason,
+                discards: None,
             }],
         });
     }
@@ -805,6 +922,7 @@ fn hard_state_problems(hs: &HardStateInfo, synced_gen: Option<u64>) -> Vec<Probl
             offset: Some(0),
             index: None,
             reason: "no valid hard-state slot".into(),
+            discards: None,
         });
         return v;
     }
@@ -819,10 +937,153 @@ fn hard_state_problems(hs: &HardStateInfo, synced_gen: Option<u64>) -> Vec<Probl
                 offset: Some(i as u64 * format::SLOT_BYTES),
                 index: None,
                 reason: format!("slot {i} invalid ({why}); the other slot is current"),
+                discards: None,
             });
         }
     }
     v
+}
+
+/// Where recovery would end the log (a torn tail in an unsynced range) and the intact records
+/// it would discard after that point, over every later segment too (R6: they are removed).
+struct DiscardTally {
+    file: PathBuf,
+    offset: u64,
+    index: Option<LogIndex>,
+    /// The segment's synced offset (what makes this a torn tail rather than corruption).
+    synced: u64,
+    intact: Intact,
+    files: usize,
+}
+
+impl DiscardTally {
+    fn problem(&self) -> Option<Problem> {
+        if self.intact.count == 0 {
+            return None;
+        }
+        let range = match (self.intact.first, self.intact.last) {
+            (Some(f), Some(l)) => format!(" (indexes {f}..={l})"),
+            _ => String::new(),
+        };
+        Some(Problem {
+            severity: Severity::WouldDiscard,
+            file: self.file.clone(),
+            offset: Some(self.offset),
+            index: self.index,
+            reason: format!(
+                "recovery would end the log here and discard {} intact records after this \
+                 point{range} in {} segment file(s): nothing after byte {} of this segment was \
+                 synced, so damage here cannot be told apart from a torn write and recovery \
+                 treats it as a torn tail; copy the directory aside before restarting the node \
+                 if those records matter",
+                self.intact.count, self.files, self.synced
+            ),
+            discards: Some(Discards {
+                records: self.intact.count,
+                first_index: self.intact.first,
+                last_index: self.intact.last,
+                files: self.files,
+            }),
+        })
+    }
+}
+
+/// Verifies the segments of `dir` in order (records, continuity across files, what recovery
+/// would discard); returns the first index of the log.
+fn verify_segments(
+    dir: &Path,
+    ledger: &Result<Option<LedgerView>, String>,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<LogIndex>> {
+    let mut prev: Option<(PathBuf, LogIndex, LogTerm)> = None;
+    let mut first_index: Option<LogIndex> = None;
+    let mut tally: Option<DiscardTally> = None;
+    for (_, p) in segment_paths(dir)? {
+        let buf = read_file(&p)?;
+        let h = format::decode_segment_header(&buf).map_err(|e| e.to_string());
+        let synced = ledger_synced(ledger, &h);
+        // Past the point where recovery ends the log, each segment is read on its own.
+        let expect_first = prev
+            .as_ref()
+            .filter(|_| tally.is_none())
+            .map(|(_, li, _)| li.next());
+        let parsed = parse_segment(&p, &buf, synced, false, expect_first);
+        problems.extend(parsed.problems);
+        let info = parsed.info;
+        let synced_at = synced.unwrap_or(SEGMENT_HEADER_BYTES);
+        if let Some(t) = &mut tally {
+            // After the point where recovery ends the log: debris it removes (R6), unless
+            // something here was synced, which recovery refuses.
+            if info.record_count > 0 && synced_at > SEGMENT_HEADER_BYTES {
+                problems.push(Problem {
+                    severity: Severity::Corruption,
+                    file: p.clone(),
+                    offset: Some(SEGMENT_HEADER_BYTES),
+                    index: info.first.map(|f| f.0),
+                    reason: format!(
+                        "synced records after the torn tail in {} (recovery refuses to open)",
+                        t.file.display()
+                    ),
+                    discards: None,
+                });
+            } else if info.record_count > 0 {
+                t.intact.add(Intact {
+                    count: info.record_count,
+                    first: info.first.map(|f| f.0),
+                    last: info.last.map(|l| l.0),
+                });
+                t.files += 1;
+            }
+            continue;
+        }
+        if let Some((fi, ft)) = info.first {
+            first_index.get_or_insert(fi);
+            if let Some((pp, pi, pt)) = &prev {
+                if fi != pi.next() || ft < *pt {
+                    problems.push(Problem {
+                        severity: Severity::Corruption,
+                        file: p.clone(),
+                        offset: Some(SEGMENT_HEADER_BYTES),
+                        index: Some(fi),
+                        reason: format!(
+                            "segment starts at index {fi} term {ft}, but {} ends at index {pi} term {pt}",
+                            pp.display()
+                        ),
+                        discards: None,
+                    });
+                }
+            }
+        }
+        if let Some((li, lt)) = info.last {
+            prev = Some((p.clone(), li, lt));
+        }
+        // Recovery ends the log in this segment when it reads it record by record (no trusted
+        // footer) and stops in the unsynced range; later segments are then removed.
+        let scanned = !info.sealed
+            || parsed.cut.is_some()
+            || problems
+                .iter()
+                .any(|q| q.file == p && q.severity == Severity::TornTail);
+        if scanned {
+            let cut = parsed.cut.unwrap_or(Cut {
+                offset: info.records_end,
+                index: info.last.map(|l| l.0.next()),
+                intact: Intact::default(),
+            });
+            tally = Some(DiscardTally {
+                file: p.clone(),
+                offset: cut.offset,
+                index: cut.index,
+                synced: synced_at,
+                intact: cut.intact,
+                files: usize::from(cut.intact.count > 0),
+            });
+        }
+    }
+    if let Some(prob) = tally.as_ref().and_then(DiscardTally::problem) {
+        problems.push(prob);
+    }
+    Ok(first_index)
 }
 
 fn verify_dir(dir: &Path) -> Result<Vec<Problem>> {
@@ -835,37 +1096,10 @@ fn verify_dir(dir: &Path) -> Result<Vec<Problem>> {
             offset: None,
             index: None,
             reason: format!("sync ledger unreadable ({why}): durable point unknown"),
+            discards: None,
         });
     }
-    let mut prev: Option<(PathBuf, LogIndex, LogTerm)> = None;
-    let mut first_index: Option<LogIndex> = None;
-    for (_, p) in segment_paths(dir)? {
-        let buf = read_file(&p)?;
-        let h = format::decode_segment_header(&buf).map_err(|e| e.to_string());
-        let synced = ledger_synced(&ledger, &h);
-        let expect_first = prev.as_ref().map(|(_, li, _)| li.next());
-        let parsed = parse_segment(
-            &p,
-            &buf,
-            synced.or(Some(SEGMENT_HEADER_BYTES)),
-            false,
-            expect_first,
-        );
-        problems.extend(parsed.problems);
-        let info = parsed.info;
-        if let Some((fi, ft)) = info.first {
-            first_index.get_or_insert(fi);
-            if let Some((pp, pi, pt)) = &prev {
-                if fi != pi.next() || ft < *pt {
-                    problems.push(Problem { severity: Severity::Corruption, file: p.clone(), offset: Some(SEGMENT_HEADER_BYTES), index: Some(fi),
-                        reason: format!("segment starts at index {fi} term {ft}, but {} ends at index {pi} term {pt}", pp.display()) });
-                }
-            }
-        }
-        if let Some((li, lt)) = info.last {
-            prev = Some((p.clone(), li, lt));
-        }
-    }
+    let first_index = verify_segments(dir, &ledger, &mut problems)?;
     let meta_path = dir.join(LOG_META_FILE);
     if meta_path.exists() {
         match log_meta(&meta_path) {
@@ -873,7 +1107,7 @@ fn verify_dir(dir: &Path) -> Result<Vec<Problem>> {
                 if let Some(fi) = first_index {
                     if fi > ci.next() {
                         problems.push(Problem { severity: Severity::Corruption, file: meta_path.clone(), offset: None, index: Some(ci.next()),
-                            reason: format!("log starts at {fi} but is compacted only up to {ci}: entries missing") });
+                            reason: format!("log starts at {fi} but is compacted only up to {ci}: entries missing"), discards: None });
                     }
                 }
             }
@@ -883,6 +1117,7 @@ fn verify_dir(dir: &Path) -> Result<Vec<Problem>> {
                 offset: Some(0),
                 index: None,
                 reason: why,
+                discards: None,
             }),
         }
     }
@@ -918,6 +1153,7 @@ fn verify_dir(dir: &Path) -> Result<Vec<Problem>> {
                 } else {
                     "snapshot kept aside as broken".into()
                 },
+                discards: None,
             }),
             Err(why) => problems.push(Problem {
                 severity: if partial || broken {
@@ -929,6 +1165,7 @@ fn verify_dir(dir: &Path) -> Result<Vec<Problem>> {
                 offset: None,
                 index: None,
                 reason: why,
+                discards: None,
             }),
         }
     }

@@ -9,8 +9,8 @@
 
 use crate::error::{Corruption, FatalError, Result, StorageError};
 use crate::format::{
-    self, OFFSET_ENTRY_BYTES, RECORD_HEADER_BYTES, RECORD_MARKER, SEGMENT_HEADER_BYTES,
-    TRAILER_BYTES, Trailer,
+    self, OFFSET_ENTRY_BYTES, RECORD_HEADER_BYTES, RECORD_MARKER, RecordCheck, RecordRules,
+    SEGMENT_HEADER_BYTES, TRAILER_BYTES, Trailer,
 };
 use crate::ledger::{Ledger, LedgerView};
 use crate::policy::FsyncPolicy;
@@ -24,6 +24,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+mod recovery;
 
 /// Options of the write-ahead log (part of [`crate::StorageOptions`]).
 #[derive(Debug, Clone)]
@@ -324,6 +326,11 @@ impl Preparer {
         let r = if self.pending {
             self.pending = false;
             match self.rx.recv() {
+                // The background attempt found the disk full, possibly long ago (it runs
+                // ahead of need): space may have been freed since, so try once more now.
+                Ok(Err(StorageError::DiskFull { .. })) => {
+                    Segment::create(dir, self.next_seq, bytes, zero_fill, faults)
+                }
                 Ok(r) => r,
                 // The thread is gone (spawn failed): prepare inline.
                 Err(_) => Segment::create(dir, self.next_seq, bytes, zero_fill, faults),
@@ -511,7 +518,8 @@ struct Scan {
     stop_reason: Option<String>,
 }
 
-/// Scans records from the header on; stops at the first record that is not valid here.
+/// Scans records from the header on; stops at the first record that is not valid here
+/// ([`format::check_record`] decides, the same rule `raft-dump` applies).
 fn scan_records(seg: &Segment, mut expect: Option<LogIndex>, mut prev_term: LogTerm) -> Scan {
     let mut s = Scan {
         offsets: Vec::new(),
@@ -521,65 +529,31 @@ fn scan_records(seg: &Segment, mut expect: Option<LogIndex>, mut prev_term: LogT
         last: None,
         stop_reason: None,
     };
-    let limit = seg.bytes - TRAILER_BYTES;
+    let bytes = seg.slice(0, seg.bytes).unwrap_or(&[]);
     loop {
-        let at = s.end;
-        let room_needed = OFFSET_ENTRY_BYTES * (s.offsets.len() as u64 + 1);
-        let Some(h) = seg
-            .slice(at, RECORD_HEADER_BYTES)
-            .filter(|_| at + RECORD_HEADER_BYTES <= limit)
-        else {
-            break;
+        let rules = RecordRules {
+            expect,
+            prev_term,
+            area_end: seg.bytes - TRAILER_BYTES,
+            index_room: format::open_segment_index_room(s.offsets.len() as u64),
         };
-        if h.iter().all(|&b| b == 0) {
-            break;
-        }
-        let rh = match format::decode_record_header(h) {
-            Some(rh) => rh,
-            None => break,
-        };
-        let bad = |why: String| Some(why);
-        let len = rh.payload_len as u64;
-        let rec = format::record_bytes(len);
-        let reason = if rh.marker != RECORD_MARKER || !rh.reserved_zero {
-            bad("a record header (marker byte 0xA5, zero reserved bytes)".into())
-        } else if at + rec + room_needed > limit {
-            bad(format!(
-                "a record length that fits the segment, found {len}"
-            ))
-        } else {
-            let payload = seg.slice(at + RECORD_HEADER_BYTES, len).unwrap_or(&[]);
-            let crc = format::record_crc(seg.seed, h, payload);
-            if crc != rh.crc {
-                bad(format!(
-                    "record checksum {:#010x}, found {:#010x}",
-                    crc, rh.crc
-                ))
-            } else if rh.index.0 == 0 || expect.is_some_and(|e| e != rh.index) {
-                bad(format!(
-                    "index {}, found {} (misplaced record)",
-                    expect.map(|e| e.0).unwrap_or(1),
-                    rh.index
-                ))
-            } else if rh.term < prev_term {
-                bad(format!("term >= {prev_term}, found {}", rh.term))
-            } else {
-                None
+        let r = match format::check_record(bytes, seg.seed, s.end, &rules) {
+            RecordCheck::Valid(r) => r,
+            RecordCheck::End => break,
+            RecordCheck::Invalid { fault, .. } => {
+                s.stop_reason = Some(fault.to_string());
+                break;
             }
         };
-        if let Some(r) = reason {
-            s.stop_reason = Some(r);
-            break;
-        }
         if s.offsets.is_empty() {
-            s.first_term = rh.term;
+            s.first_term = r.header.term;
         }
-        s.offsets.push(at as u32);
-        s.chain.update(&rh.crc.to_le_bytes());
-        s.last = Some((rh.index, rh.term));
-        expect = Some(rh.index.next());
-        prev_term = rh.term;
-        s.end = at + rec;
+        s.offsets.push(s.end as u32);
+        s.chain.update(&r.header.crc.to_le_bytes());
+        s.last = Some((r.header.index, r.header.term));
+        expect = Some(r.header.index.next());
+        prev_term = r.header.term;
+        s.end += r.bytes;
     }
     s
 }
@@ -600,6 +574,102 @@ fn corrupt(
     })
 }
 
+/// Checks the segment size and returns the largest payload one record may carry: the
+/// configured maximum, capped by what fits an empty segment.
+fn entry_bytes_max_for(opts: &WalOptions) -> Result<u64> {
+    if opts.segment_bytes < SEGMENT_BYTES_MIN
+        || opts.segment_bytes > SEGMENT_BYTES_MAX
+        || opts.segment_bytes % 4096 != 0
+    {
+        return Err(StorageError::InvalidOptions(format!(
+            "segment_bytes {} must be a multiple of 4096 in {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
+            opts.segment_bytes
+        )));
+    }
+    let fit = opts.segment_bytes
+        - SEGMENT_HEADER_BYTES
+        - TRAILER_BYTES
+        - OFFSET_ENTRY_BYTES
+        - RECORD_HEADER_BYTES
+        - format::RECORD_ALIGN;
+    Ok(opts.entry_bytes_max.min(fit).min(u32::MAX as u64))
+}
+
+/// First index, last index and last term of the recovered log (the compaction point when it
+/// holds no entry).
+fn log_bounds(
+    rec: &recovery::Recovered,
+    (compacted_index, compacted_term): (LogIndex, LogTerm),
+) -> (LogIndex, LogIndex, LogTerm) {
+    let segs = &rec.segs;
+    let (first_index, last_index, last_term) = match segs.last() {
+        Some(l) if l.last >= l.first || segs.len() > 1 => {
+            let first = segs[0].first.max(compacted_index.next());
+            (first, l.last, rec.prev_term)
+        }
+        _ => (compacted_index.next(), compacted_index, compacted_term),
+    };
+    let last_term = if last_index == compacted_index {
+        compacted_term
+    } else {
+        last_term
+    };
+    (first_index, last_index, last_term)
+}
+
+/// Phase 5 of open: the active segment is the recovered open one, or a fresh one from the
+/// preparer; it takes a ledger slot and joins the segments the syncer covers.
+fn open_active_segment(
+    segs: &mut Vec<SegEntry>,
+    active_scan: Option<Scan>,
+    preparer: &mut Preparer,
+    shared: &WalShared,
+    opts: &WalOptions,
+    last_index: LogIndex,
+) -> Result<Active> {
+    let active = match (active_scan, segs.last()) {
+        (Some(scan), Some(_)) => Active {
+            write_pos: scan.end,
+            first_term: scan.first_term,
+            offsets: scan.offsets,
+            chain: scan.chain,
+        },
+        _ => {
+            let seg = preparer.take(
+                &shared.dir,
+                opts.segment_bytes,
+                opts.zero_fill(),
+                &shared.faults,
+            )?;
+            seg.publish(SEGMENT_HEADER_BYTES, last_index.0);
+            let chain = crc32fast::Hasher::new_with_initial(seg.seed);
+            segs.push(SegEntry {
+                seg: Arc::new(seg),
+                first: last_index.next(),
+                last: last_index,
+                sealed_offsets: OnceLock::new(),
+                trailer: None,
+            });
+            Active {
+                write_pos: SEGMENT_HEADER_BYTES,
+                first_term: LogTerm(0),
+                offsets: Vec::new(),
+                chain,
+            }
+        }
+    };
+    let act = segs.last().expect("an active segment exists");
+    let mut st = lock(&shared.state);
+    let slot = shared
+        .ledger
+        .alloc(act.seg.seq, act.seg.synced.load(Ordering::Acquire));
+    act.seg
+        .ledger_slot
+        .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+    st.dirty.push(act.seg.clone());
+    Ok(active)
+}
+
 impl Wal {
     /// Opens (recovering) or creates the log in `dir`. Called by [`crate::Storage::open`] with
     /// the directory lock held.
@@ -610,329 +680,26 @@ impl Wal {
         ledger_before: Option<LedgerView>,
         faults: Faults,
     ) -> Result<Wal> {
-        if opts.segment_bytes < SEGMENT_BYTES_MIN
-            || opts.segment_bytes > SEGMENT_BYTES_MAX
-            || opts.segment_bytes % 4096 != 0
-        {
-            return Err(StorageError::InvalidOptions(format!(
-                "segment_bytes {} must be a multiple of 4096 in {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
-                opts.segment_bytes
-            )));
-        }
-        let fit = opts.segment_bytes
-            - SEGMENT_HEADER_BYTES
-            - TRAILER_BYTES
-            - OFFSET_ENTRY_BYTES
-            - RECORD_HEADER_BYTES
-            - format::RECORD_ALIGN;
-        let entry_bytes_max = opts.entry_bytes_max.min(fit).min(u32::MAX as u64);
+        let entry_bytes_max = entry_bytes_max_for(&opts)?;
         let meta = SlotFile::open(
             dir,
             format::LOG_META_FILE,
             format::LOG_META_MAGIC,
             faults.clone(),
         )?;
-        let compacted_index = LogIndex(meta.current().a);
-        let compacted_term = LogTerm(meta.current().b);
+        let compacted = (LogIndex(meta.current().a), LogTerm(meta.current().b));
 
-        // 1. List segments; sweep temp files (a segment being prepared when the process died).
-        let mut found: Vec<(u64, PathBuf)> = Vec::new();
-        let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("listing", dir, e))?;
-        for ent in rd {
-            let ent = ent.map_err(|e| StorageError::io("listing", dir, e))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            if name.starts_with("seg-") && name.ends_with(format::TMP_SUFFIX) {
-                tracing::info!(file = %name, "removing a segment that was being prepared");
-                let _ = std::fs::remove_file(ent.path());
-                continue;
-            }
-            if let Some(seq) = format::parse_segment_file_name(&name) {
-                found.push((seq, ent.path()));
-            }
-        }
-        found.sort();
+        // Recovery, in the phases of `recovery` (each crash case of docs/FORMAT.md is decided
+        // there, in one place): list, recover each segment, apply the compaction point, make
+        // durable.
+        let found = recovery::list_segments(dir)?;
         let max_seq = found.last().map(|(s, _)| *s).unwrap_or(0);
-
-        // 2. Recover each segment in order (storage-rules 12, 13).
-        let ledger_known = ledger_before.is_some();
-        let synced_of = |seq: u64, bytes: u64| -> u64 {
-            match &ledger_before {
-                Some(v) => v.segment_synced_bytes.get(&seq).copied().unwrap_or(bytes),
-                // Durable point unknown: sealed footers still prove themselves; open segments
-                // are treated as synced up to their header only.
-                None => SEGMENT_HEADER_BYTES,
-            }
-        };
-        let mut segs: Vec<SegEntry> = Vec::new();
-        let mut active_scan: Option<Scan> = None;
-        let mut expect: Option<LogIndex> = None;
-        let mut prev_term = LogTerm(0);
-        let mut torn_at: Option<(PathBuf, LogIndex)> = None;
-        let mut to_delete: Vec<PathBuf> = Vec::new();
-        for (seq, path) in found {
-            let file =
-                std::fs::File::open(&path).map_err(|e| StorageError::io("opening", &path, e))?;
-            let mut hb = [0u8; 64];
-            let n = sys::pread_full(&file, &mut hb, 0)
-                .map_err(|e| StorageError::io("reading", &path, e))?;
-            let header = format::decode_segment_header(&hb[..n]).map_err(|p| {
-                corrupt(
-                    &path,
-                    0,
-                    None,
-                    "a valid segment header (it is synced before the file is renamed into place)"
-                        .into(),
-                    p.to_string(),
-                )
-            })?;
-            if header.seq != seq {
-                return Err(corrupt(
-                    &path,
-                    format::SEG_HDR_SEQ as u64,
-                    None,
-                    format!("segment sequence {seq} (from the file name)"),
-                    header.seq.to_string(),
-                ));
-            }
-            drop(file);
-            let synced = synced_of(seq, header.segment_bytes);
-            if torn_at.is_some() {
-                // Everything after a torn tail is unsynced debris (a sync covers older
-                // segments first) or an empty prepared segment; durable records here would
-                // mean a hole in the log.
-                let probe = Segment::map_existing(&path, seq, header.segment_bytes, header.seed)?;
-                let scan = scan_records(&probe, None, LogTerm(0));
-                if !scan.offsets.is_empty() && synced > SEGMENT_HEADER_BYTES {
-                    let (tp, ti) = torn_at.clone().unwrap_or_default();
-                    return Err(corrupt(
-                        &path,
-                        SEGMENT_HEADER_BYTES,
-                        Some(ti),
-                        format!(
-                            "no synced records after the torn tail in {} (index {ti})",
-                            tp.display()
-                        ),
-                        format!("segment synced up to byte {synced}"),
-                    ));
-                }
-                to_delete.push(path);
-                continue;
-            }
-            let mut seg = Segment::map_existing(&path, seq, header.segment_bytes, header.seed)?;
-            let tb = seg
-                .slice(seg.bytes - TRAILER_BYTES, TRAILER_BYTES)
-                .unwrap_or(&[]);
-            let mut pre_scan: Option<Scan> = None;
-            let trailer = match format::decode_trailer(seg.seed, tb, seg.bytes) {
-                // A footer proves the segment only if the segment was synced to its end: before
-                // that, the footer page may have reached the disk while an earlier page did not
-                // (fault-matrix S2, S3). Such a segment (at most the few rotated since the last
-                // sync) is scanned, and its footer kept only if every record agrees with it.
-                // (With no ledger the footer is trusted as before the ledger existed: R11.)
-                Ok(t) if ledger_known && synced < seg.bytes => {
-                    let scan = scan_records(&seg, expect, prev_term);
-                    let mut idx = Vec::with_capacity(scan.offsets.len() * 4);
-                    for o in &scan.offsets {
-                        idx.extend_from_slice(&o.to_le_bytes());
-                    }
-                    let agrees = scan.offsets.len() as u64 == t.record_count as u64
-                        && scan.end == t.records_end
-                        && scan.chain.clone().finalize() == t.chain_crc
-                        && format::crc_seeded(seg.seed, &idx) == t.offsets_crc
-                        && seg.slice(t.offsets_start(seg.bytes), idx.len() as u64)
-                            == Some(&idx[..])
-                        && scan.last == Some((t.last_index, t.last_term));
-                    if agrees {
-                        Ok(t)
-                    } else {
-                        pre_scan = Some(scan);
-                        Err("footer not backed by synced records".to_string())
-                    }
-                }
-                other => other,
-            };
-            match trailer {
-                Ok(t) => {
-                    if let Some(e) = expect {
-                        if t.first_index != e || t.first_term < prev_term {
-                            return Err(corrupt(
-                                &path,
-                                seg.bytes - TRAILER_BYTES,
-                                Some(e),
-                                format!("a segment starting at index {e} with term >= {prev_term}"),
-                                format!("index {} term {}", t.first_index, t.first_term),
-                            ));
-                        }
-                    }
-                    expect = Some(t.last_index.next());
-                    prev_term = t.last_term;
-                    seg.release_fd();
-                    seg.sealed.store(true, Ordering::Release);
-                    seg.publish(seg.bytes, t.last_index.0);
-                    let synced = if ledger_known { synced } else { seg.bytes };
-                    seg.synced.store(synced.min(seg.bytes), Ordering::Release);
-                    segs.push(SegEntry {
-                        seg: Arc::new(seg),
-                        first: t.first_index,
-                        last: t.last_index,
-                        sealed_offsets: OnceLock::new(),
-                        trailer: Some(t),
-                    });
-                }
-                Err(trailer_problem) => {
-                    // A segment the ledger does not know and that was never sealed (trailer
-                    // area all zeros) is a prepared segment whose activation had not reached
-                    // the ledger: only its header was synced (records need a slot first).
-                    let never_sealed = tb.iter().all(|&b| b == 0);
-                    let has_slot = ledger_before
-                        .as_ref()
-                        .is_some_and(|v| v.segment_synced_bytes.contains_key(&seq));
-                    let synced = if never_sealed && !has_slot {
-                        SEGMENT_HEADER_BYTES
-                    } else {
-                        synced
-                    };
-                    if ledger_known && synced >= seg.bytes {
-                        return Err(corrupt(
-                            &path,
-                            seg.bytes - TRAILER_BYTES,
-                            expect,
-                            "the footer of a sealed, synced segment".into(),
-                            trailer_problem,
-                        ));
-                    }
-                    let scan = match pre_scan.take() {
-                        Some(s) => s,
-                        None => scan_records(&seg, expect, prev_term),
-                    };
-                    if scan.end < synced {
-                        return Err(corrupt(
-                            &path,
-                            scan.end,
-                            expect
-                                .or(Some(LogIndex(1)))
-                                .map(|e| LogIndex(e.0 + scan.offsets.len() as u64)),
-                            scan.stop_reason
-                                .clone()
-                                .unwrap_or_else(|| "a record (this byte range was synced)".into()),
-                            "zeros or an invalid record".into(),
-                        ));
-                    }
-                    let first = match (scan.offsets.is_empty(), expect) {
-                        (_, Some(e)) => e,
-                        (false, None) => LogIndex(
-                            scan.last.map(|l| l.0.0).unwrap_or(1) + 1 - scan.offsets.len() as u64,
-                        ),
-                        (true, None) => compacted_index.next(),
-                    };
-                    let last = scan.last.map(|l| l.0).unwrap_or(first.prev());
-                    if let Some(r) = &scan.stop_reason {
-                        tracing::warn!(file = %path.display(), offset = scan.end, reason = %r,
-                            "torn tail after the durable point: truncating the log at index {}", last.next());
-                    }
-                    if let Some((_, t)) = scan.last {
-                        prev_term = t;
-                    }
-                    expect = Some(last.next());
-                    torn_at = Some((path.clone(), last.next()));
-                    seg.synced.store(synced.min(scan.end), Ordering::Release);
-                    seg.publish(scan.end, last.0);
-                    segs.push(SegEntry {
-                        seg: Arc::new(seg),
-                        first,
-                        last,
-                        sealed_offsets: OnceLock::new(),
-                        trailer: None,
-                    });
-                    active_scan = Some(scan);
-                }
-            }
-        }
-        for p in &to_delete {
-            tracing::info!(file = %p.display(), "removing an unsynced segment after the torn tail");
-            std::fs::remove_file(p).map_err(|e| StorageError::io("removing", p, e))?;
-        }
-        // Empty segments (prepared but never used) are removed; a fresh one is prepared.
-        while segs
-            .last()
-            .is_some_and(|s| s.last < s.first && s.trailer.is_none())
-        {
-            let s = segs.pop().expect("checked non-empty");
-            std::fs::remove_file(&s.seg.path)
-                .map_err(|e| StorageError::io("removing", &s.seg.path, e))?;
-            to_delete.push(s.seg.path.clone());
-            active_scan = None;
-        }
-        if !to_delete.is_empty() {
-            sys::fsync_dir(dir, &faults).map_err(StorageError::Fatal)?;
-        }
-
-        // 3. Apply the compaction point (storage-rules 14: it was recorded before segments
-        //    were deleted, so finishing an interrupted compaction here is safe).
-        let log_last = segs.last().map(|s| s.last);
-        if let Some(first_seg) = segs.first() {
-            if first_seg.first > compacted_index.next() {
-                return Err(corrupt(
-                    &first_seg.seg.path,
-                    SEGMENT_HEADER_BYTES,
-                    Some(first_seg.first),
-                    format!(
-                        "the log to start at or before index {} (compaction point {compacted_index})",
-                        compacted_index.next()
-                    ),
-                    format!("first record index {}", first_seg.first),
-                ));
-            }
-        }
-        let mut removed = false;
-        if log_last.is_some_and(|l| l <= compacted_index) {
-            for s in segs.drain(..) {
-                std::fs::remove_file(&s.seg.path)
-                    .map_err(|e| StorageError::io("removing", &s.seg.path, e))?;
-                removed = true;
-            }
-            active_scan = None;
-        } else {
-            while segs.len() > 1 && segs[0].last <= compacted_index {
-                let s = segs.remove(0);
-                std::fs::remove_file(&s.seg.path)
-                    .map_err(|e| StorageError::io("removing", &s.seg.path, e))?;
-                removed = true;
-            }
-        }
-        if removed {
-            sys::fsync_dir(dir, &faults).map_err(StorageError::Fatal)?;
-        }
-
-        // 4. Make what recovery kept durable (after a process crash it may be only in the page
-        //    cache), zero the torn area, then start a clean ledger.
-        if let (Some(scan), Some(last)) = (&active_scan, segs.last()) {
-            // SAFETY: we are the only writer (directory locked, no other thread has the
-            // segment yet) and hold no borrow of the range.
-            unsafe { last.seg.zero_range(scan.end, last.seg.bytes) };
-        }
-        for s in &segs {
-            let written = s.seg.written.load(Ordering::Acquire);
-            let to = s.seg.bytes;
-            let from = s.seg.synced.load(Ordering::Acquire).min(written);
-            sys::msync(s.seg.map(), from, to - from, &s.seg.path, &faults)
-                .map_err(StorageError::Fatal)?;
-            s.seg.synced.store(written, Ordering::Release);
-        }
+        let points = recovery::SyncedPoints::new(ledger_before.as_ref());
+        let mut rec = recovery::recover_segments(dir, found, &points, compacted.0, &faults)?;
+        recovery::apply_compaction_point(&mut rec, compacted.0, dir, &faults)?;
+        recovery::make_durable(&rec, &faults)?;
         ledger.clear_segments();
-
-        let (first_index, last_index, last_term) = match segs.last() {
-            Some(l) if l.last >= l.first || segs.len() > 1 => {
-                let first = segs[0].first.max(compacted_index.next());
-                (first, l.last, prev_term)
-            }
-            _ => (compacted_index.next(), compacted_index, compacted_term),
-        };
-        let last_term = if last_index == compacted_index {
-            compacted_term
-        } else {
-            last_term
-        };
+        let (first_index, last_index, last_term) = log_bounds(&rec, compacted);
 
         let shared = Arc::new(WalShared {
             dir: dir.to_path_buf(),
@@ -954,45 +721,19 @@ impl Wal {
             faults.clone(),
             max_seq + 1,
         );
-
-        // 5. The active segment: the recovered open one, or a fresh one.
-        let active = match (active_scan, segs.last()) {
-            (Some(scan), Some(_)) => Active {
-                write_pos: scan.end,
-                first_term: scan.first_term,
-                offsets: scan.offsets,
-                chain: scan.chain,
-            },
-            _ => {
-                let seg = preparer.take(dir, opts.segment_bytes, opts.zero_fill(), &faults)?;
-                seg.publish(SEGMENT_HEADER_BYTES, last_index.0);
-                let chain = crc32fast::Hasher::new_with_initial(seg.seed);
-                segs.push(SegEntry {
-                    seg: Arc::new(seg),
-                    first: last_index.next(),
-                    last: last_index,
-                    sealed_offsets: OnceLock::new(),
-                    trailer: None,
-                });
-                Active {
-                    write_pos: SEGMENT_HEADER_BYTES,
-                    first_term: LogTerm(0),
-                    offsets: Vec::new(),
-                    chain,
-                }
-            }
-        };
-        {
-            let act = segs.last().expect("an active segment exists");
-            let mut st = lock(&shared.state);
-            let slot = shared
-                .ledger
-                .alloc(act.seg.seq, act.seg.synced.load(Ordering::Acquire));
-            act.seg
-                .ledger_slot
-                .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
-            st.dirty.push(act.seg.clone());
-        }
+        let recovery::Recovered {
+            mut segs,
+            active_scan,
+            ..
+        } = rec;
+        let active = open_active_segment(
+            &mut segs,
+            active_scan,
+            &mut preparer,
+            &shared,
+            &opts,
+            last_index,
+        )?;
 
         let mut wal = Wal {
             dir: dir.to_path_buf(),
@@ -1002,8 +743,8 @@ impl Wal {
             first_index,
             last_index,
             last_term,
-            compacted_index,
-            compacted_term,
+            compacted_index: compacted.0,
+            compacted_term: compacted.1,
             meta,
             remover: Remover::start(shared.clone()),
             shared,

@@ -306,9 +306,7 @@ pub fn write_fdatasync_baseline(dir: &Path, bytes: u64) -> anyhow::Result<(f64, 
 }
 
 fn status(c: &mut Client, id: u64, timeout: Duration) -> Option<NodeStatus> {
-    c.status_of(NodeId(id), timeout)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<NodeStatus>(&b).ok())
+    c.status(NodeId(id), timeout).ok()
 }
 
 /// Writes `writes` distinct keys of `value_bytes` through the leader, `window` in flight.

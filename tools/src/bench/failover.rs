@@ -19,6 +19,7 @@ use crate::bench::harness::{BenchCluster, three_node_args};
 use crate::bench::report::Machine;
 use anyhow::{Context, bail};
 use serde::Serialize;
+use shmraft_consensus::kv::client::KvClient;
 use shmraft_consensus::node::client::Client;
 use shmraft_consensus::node::status::NodeStatus;
 use shmraft_consensus::types::NodeId;
@@ -180,7 +181,7 @@ fn spawn_writer(
     // (the client also notices the dead link on its own); short, so the first commit after a
     // failover is not hidden behind the default 500 ms. Retries keep the sequence number.
     cfg.attempt_timeout = attempt_timeout;
-    let mut c = Client::new(cfg).context("starting the writer's client")?;
+    let mut c = KvClient::new(cfg).context("starting the writer's client")?;
     let h = std::thread::Builder::new()
         .name("failover-writer".into())
         .spawn(move || {
@@ -192,7 +193,7 @@ fn spawn_writer(
                 match c.put(key.as_bytes(), &value, Duration::from_secs(5)) {
                     Ok(()) => {
                         n += 1;
-                        let node = c.leader_guess();
+                        let node = c.client().leader_guess();
                         if acks
                             .send(Ack {
                                 at: Instant::now(),
@@ -225,11 +226,7 @@ fn spawn_writer(
 /// The status of `ids`, asked over the client channel with a short timeout each.
 fn statuses_of(c: &mut Client, ids: &[u64], each: Duration) -> Vec<NodeStatus> {
     ids.iter()
-        .filter_map(|&id| {
-            c.status_of(NodeId(id), each)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<NodeStatus>(&b).ok())
-        })
+        .filter_map(|&id| c.status(NodeId(id), each).ok())
         .collect()
 }
 

@@ -109,11 +109,8 @@ impl BenchCluster {
 
     /// How to reach the cluster.
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig::new(
-            self.cf.runtime_dir.clone(),
-            self.cf.cluster_id,
-            self.cf.voters(),
-        )
+        ClientConfig::new(self.cf.runtime_dir.clone(), self.cf.voters())
+            .with_cluster_id(self.cf.cluster_id)
     }
 
     /// Every node's status, asked over the client channel (None: no answer within `each`).
@@ -121,10 +118,7 @@ impl BenchCluster {
         self.ids()
             .into_iter()
             .map(|id| {
-                let s = c
-                    .status_of(NodeId(id), each)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<NodeStatus>(&b).ok());
+                let s = c.status(NodeId(id), each).ok();
                 (id, s)
             })
             .collect()

@@ -28,8 +28,9 @@ use crate::cli::status::collect;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shmraft_consensus::history::{HistoryWriter, OpKind, Operation};
+use shmraft_consensus::kv::client::KvClient;
 use shmraft_consensus::lincheck::{CheckOutcome, check_history};
-use shmraft_consensus::node::client::{Client, ClientConfig, ClientError};
+use shmraft_consensus::node::client::{ClientConfig, ClientError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode};
@@ -237,7 +238,7 @@ fn client_loop(
     out: Arc<Mutex<Vec<Operation>>>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (client_no.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-    let mut client = match Client::new(cfg.clone()) {
+    let mut client = match KvClient::new(cfg.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("client {client_no}: {e}");
@@ -286,7 +287,7 @@ fn client_loop(
             Err(ClientError::SessionExpired) => {
                 op.ok = false;
                 op.ret = None;
-                if let Ok(c) = Client::new(cfg.clone()) {
+                if let Ok(c) = KvClient::new(cfg.clone()) {
                     client = c;
                 }
             }
@@ -487,7 +488,8 @@ fn drive(
     wait_for("a first leader", Duration::from_secs(30), || {
         collect(&dir).is_ok_and(|s| s.iter().any(|n| n.alive && n.role == "leader"))
     })?;
-    let client_cfg = ClientConfig::new(cf.runtime_dir.clone(), cf.cluster_id, cf.voters());
+    let client_cfg =
+        ClientConfig::new(cf.runtime_dir.clone(), cf.voters()).with_cluster_id(cf.cluster_id);
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(Mutex::new(Vec::new()));
     let keys = Keys {
@@ -510,7 +512,7 @@ fn drive(
     for t in threads {
         let _ = t.join();
     }
-    let mut final_client = Client::new(client_cfg.clone())?;
+    let mut final_client = KvClient::new(client_cfg.clone())?;
     final_client
         .put(b"torture-barrier", b"done", Duration::from_secs(10))
         .map_err(|e| anyhow::anyhow!("the cluster did not accept a write after healing: {e}"))?;
@@ -643,7 +645,7 @@ fn partition(dir: &Path, cf: &ClusterFile, rng: &mut StdRng) -> anyhow::Result<(
 /// an operation), recording the reads in the history; returns the values.
 fn final_reads(
     a: &TortureArgs,
-    client: &mut Client,
+    client: &mut KvClient,
     clock: Instant,
     ops: &mut Vec<Operation>,
 ) -> anyhow::Result<HashMap<String, String>> {

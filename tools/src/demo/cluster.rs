@@ -11,7 +11,8 @@ use crate::cli::cluster::{
 use crate::cli::cluster_file::ClusterFile;
 use crate::cli::status::collect;
 use anyhow::{Context, bail};
-use shmraft_consensus::node::client::{Client, ClientConfig};
+use shmraft_consensus::kv::client::KvClient;
+use shmraft_consensus::node::client::ClientConfig;
 use shmraft_consensus::node::status::NodeStatus;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -78,7 +79,7 @@ fn write_phase(cfg: &ClientConfig, phase: &str, count: u64) -> anyhow::Result<(V
         .map(|t| {
             let (cfg, done, phase) = (cfg.clone(), done.clone(), phase.to_string());
             std::thread::spawn(move || -> anyhow::Result<Vec<String>> {
-                let mut c = Client::new(cfg)?;
+                let mut c = KvClient::new(cfg)?;
                 let mut acked = Vec::new();
                 for i in (t..count).step_by(CLIENTS as usize) {
                     let key = format!("{phase}-{i:06}");
@@ -216,7 +217,7 @@ fn demo(
         started.elapsed().as_millis()
     );
 
-    let cfg = ClientConfig::new(cf.runtime_dir.clone(), cf.cluster_id, cf.voters());
+    let cfg = ClientConfig::new(cf.runtime_dir.clone(), cf.voters()).with_cluster_id(cf.cluster_id);
     section(&format!(
         "writing {} keys from {CLIENTS} clients",
         a.writes_before
@@ -298,7 +299,7 @@ fn demo(
     );
 
     section("checking");
-    let mut c = Client::new(cfg.clone())?;
+    let mut c = KvClient::new(cfg.clone())?;
     let mut missing = 0;
     for k in &acked {
         let v = c.get(k.as_bytes(), Duration::from_secs(10))?;

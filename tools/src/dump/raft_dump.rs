@@ -12,9 +12,14 @@
 //!
 //! `--json` prints one JSON document in every mode.
 //!
-//! Exit status: 0 success (verify: no corruption); 1 corruption found (verify: a problem of
-//! severity "corruption"; other modes: the input is not a readable shmraft file, or a file
-//! could not be read); 2 usage error (bad flags, PATH missing or of an unknown kind).
+//! Exit status:
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | success; `--verify`: clean (notices and torn tails with nothing intact after them are listed, not failures) |
+//! | 1 | `--verify`: corruption in synced data (recovery refuses to open); other modes: the input is not a readable shmraft file, or a file could not be read |
+//! | 2 | usage error: bad flags, PATH missing or of an unknown kind, or a directory holding no shmraft files ("not a shmraft data directory") |
+//! | 3 | `--verify`: recovery would discard records: damage in the unsynced range is followed by intact records, which recovery would throw away with the torn tail (it cannot tell corruption from a torn write there) |
 //!
 //! **API Boundary:** read-only and lock-free (it uses `shmraft_storage::inspect`, which reads
 //! with `pread` into bounds-checked buffers), so it is safe on a live node's directory. A torn
@@ -37,8 +42,11 @@ use std::process::ExitCode;
 pub const EXIT_OK: u8 = 0;
 /// Exit status: corruption found, or input unreadable as a shmraft file.
 pub const EXIT_CORRUPT: u8 = 1;
-/// Exit status: usage error.
+/// Exit status: usage error (also: a directory that is not a shmraft data directory).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status of `--verify`: no corruption, but recovery would discard intact records after
+/// unsynced damage.
+pub const EXIT_WOULD_DISCARD: u8 = 3;
 
 /// Inspect a shmraft data directory, segment, snapshot or hard-state file (read-only; safe on
 /// a live node).
@@ -46,8 +54,9 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(
     name = "raft-dump",
     version,
-    after_help = "Exit status: 0 success (--verify: no corruption), 1 corruption found or input \
-                  not a readable shmraft file, 2 usage error."
+    after_help = "Exit status: 0 success (--verify: clean), 1 corruption in synced data or input \
+                  not a readable shmraft file, 2 usage error or not a shmraft data directory, \
+                  3 (--verify) recovery would discard intact records after unsynced damage."
 )]
 pub struct RaftDumpArgs {
     /// A node's data directory, a segment file (seg-<seq>.wal), a snapshot (snap-*) or a
@@ -62,7 +71,8 @@ pub struct RaftDumpArgs {
     /// Last index listed (with --entries or --stats; implies --entries otherwise).
     #[arg(long, value_name = "M")]
     pub to: Option<u64>,
-    /// Check every record, footer, padding byte and snapshot; exit 1 on corruption.
+    /// Check every record, footer, padding byte and snapshot; exit 1 on corruption, 3 when
+    /// recovery would discard intact records.
     #[arg(long, conflicts_with_all = ["stats", "from", "to"])]
     pub verify: bool,
     /// Entry-size histogram, entries and bytes per term, space overhead.
@@ -139,12 +149,32 @@ fn inspect_dir(path: &Path) -> Result<DirInfo, DumpError> {
     with_retries(|| inspect::inspect_dir(path))
 }
 
+/// Refuses a directory holding none of the files every shmraft data directory has.
+fn shmraft_dir(path: &Path) -> Result<(), DumpError> {
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| DumpError::Usage(format!("cannot list {}: {e}", path.display())))?;
+    let is_shmraft = entries.flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name == format::HARD_STATE_FILE
+            || name == format::LOG_META_FILE
+            || format::parse_segment_file_name(&name).is_some()
+    });
+    if is_shmraft {
+        Ok(())
+    } else {
+        Err(DumpError::Usage(format!(
+            "{}: not a shmraft data directory: no hardstate, log.meta or segments found",
+            path.display()
+        )))
+    }
+}
+
 /// Decides what `path` is, from its type and name (with a hint from its magic bytes).
 pub fn classify(path: &Path) -> Result<Target, DumpError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| DumpError::Usage(format!("cannot open {}: {e}", path.display())))?;
     if meta.is_dir() {
-        return Ok(Target::Dir);
+        return shmraft_dir(path).map(|()| Target::Dir);
     }
     let name = path
         .file_name()
@@ -956,6 +986,7 @@ fn severity_str(s: Severity) -> &'static str {
     match s {
         Severity::Corruption => "corruption",
         Severity::TornTail => "torn-tail",
+        Severity::WouldDiscard => "would-discard",
         Severity::Notice => "notice",
     }
 }
@@ -1003,12 +1034,73 @@ impl VerifyReport {
             .filter(|p| p.severity == Severity::Corruption)
             .count()
     }
+
+    /// The point where recovery would end the log before intact records, if there is one.
+    pub fn would_discard(&self) -> Option<&Problem> {
+        self.problems
+            .iter()
+            .find(|p| p.severity == Severity::WouldDiscard)
+    }
+
+    /// The exit status of `--verify`: corruption (recovery refuses) first, then records
+    /// recovery would discard, else clean.
+    pub fn exit_status(&self) -> u8 {
+        if self.corruption_count() > 0 {
+            EXIT_CORRUPT
+        } else if self.would_discard().is_some() {
+            EXIT_WOULD_DISCARD
+        } else {
+            EXIT_OK
+        }
+    }
+
+    /// One word for the outcome, as `--json` prints it.
+    pub fn verdict(&self) -> &'static str {
+        match self.exit_status() {
+            EXIT_OK => "clean",
+            EXIT_WOULD_DISCARD => "would-discard",
+            _ => "corrupt",
+        }
+    }
+}
+
+fn discard_json(p: &Problem) -> Value {
+    let d = p.discards;
+    json!({
+        "file": p.file.display().to_string(),
+        "offset": p.offset,
+        "index": p.index.map(|i| i.0),
+        "records": d.map(|d| d.records),
+        "first_index": d.and_then(|d| d.first_index).map(|i| i.0),
+        "last_index": d.and_then(|d| d.last_index).map(|i| i.0),
+        "files": d.map(|d| d.files),
+        "reason": p.reason,
+    })
+}
+
+/// Verifies a directory. On a live node (lock held) the record being appended can be read
+/// half-written while later pages already hold the next records, which looks like unsynced
+/// damage followed by intact records: such a finding is re-checked with a fresh read, and
+/// reported only if it persists.
+fn verify_dir_settled(path: &Path) -> Result<Vec<Problem>, DumpError> {
+    let mut problems = with_retries(|| inspect::verify(path))?;
+    for _ in 1..LIVE_DIR_ATTEMPTS {
+        let racing = problems
+            .iter()
+            .any(|p| p.severity == Severity::WouldDiscard)
+            && shmraft_storage::DirLock::is_held(path);
+        if !racing {
+            break;
+        }
+        problems = with_retries(|| inspect::verify(path))?;
+    }
+    Ok(problems)
 }
 
 /// Verifies `path` (any [`Target`]) and summarises what was checked.
 pub fn verify_path(path: &Path, target: Target) -> Result<VerifyReport, DumpError> {
     let problems = if target == Target::Dir {
-        with_retries(|| inspect::verify(path))?
+        verify_dir_settled(path)?
     } else {
         inspect::verify(path).map_err(read_err)?
     };
@@ -1059,18 +1151,29 @@ pub fn write_verify_text(out: &mut dyn Write, path: &Path, r: &VerifyReport) -> 
         writeln!(out, "{}", problem_line(p))?;
     }
     let c = r.corruption_count();
-    if c == 0 {
-        let other = r.problems.len();
-        if other == 0 {
-            writeln!(out, "result: clean")
-        } else {
-            writeln!(
-                out,
-                "result: clean ({other} notices or torn-tail findings, no corruption)"
-            )
-        }
+    if c > 0 {
+        return writeln!(out, "result: CORRUPT ({c} corruption problems)");
+    }
+    if let Some(p) = r.would_discard() {
+        let records = p.discards.map(|d| d.records).unwrap_or(0);
+        return writeln!(
+            out,
+            "result: RECOVERY WOULD DISCARD {records} RECORDS after {} offset {} (exit {EXIT_WOULD_DISCARD}): \
+             nothing after that point was synced, so it cannot be told whether this is \
+             corruption or a torn write; restarting the node truncates the log there",
+            p.file.display(),
+            opt(p.offset),
+        );
+    }
+    let other = r.problems.len();
+    if other == 0 {
+        writeln!(out, "result: clean")
     } else {
-        writeln!(out, "result: CORRUPT ({c} corruption problems)")
+        writeln!(
+            out,
+            "result: clean ({other} notices or torn-tail findings, no corruption, nothing \
+             intact after a torn tail)"
+        )
     }
 }
 
@@ -1081,16 +1184,15 @@ fn verify_mode(
     out: &mut dyn Write,
 ) -> Result<u8, DumpError> {
     let r = verify_path(path, target)?;
-    let code = if r.corruption_count() == 0 {
-        EXIT_OK
-    } else {
-        EXIT_CORRUPT
-    };
+    let code = r.exit_status();
     if js {
         let v = json!({
             "kind": "verify",
             "path": path.display().to_string(),
             "clean": code == EXIT_OK,
+            "verdict": r.verdict(),
+            "exit_status": code,
+            "would_discard": r.would_discard().map(discard_json),
             "segments": r.segments,
             "records": r.records,
             "first_index": r.first_index.map(|i| i.0),
