@@ -15,8 +15,8 @@
 //! need more; see ARCHITECTURE.md for the map.
 //!
 //! The `cli` feature (on by default) adds the `shmraft` and `raft-dump` binaries and [`tools`],
-//! the crate behind them; without it (`default-features = false`) an embedder compiles only the
-//! library crates (no clap, plotters, indicatif, hdrhistogram).
+//! the crate behind them; without it an embedder compiles only the library crates (no clap,
+//! plotters, indicatif, hdrhistogram).
 #![forbid(unsafe_code)]
 
 pub use shmraft_consensus as consensus;
@@ -38,5 +38,6 @@ pub mod kv {
     pub use shmraft_consensus::kv::{KvCommand, KvResult, KvStateMachine};
 }
 
+/// The `shmraft` and `raft-dump` commands' crate (the `cli` feature).
 #[cfg(feature = "cli")]
 pub use shmraft_tools as tools;
