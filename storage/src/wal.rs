@@ -991,6 +991,7 @@ impl Wal {
             act.seg
                 .ledger_slot
                 .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            shared.ledger.sync_slots().map_err(StorageError::Fatal)?;
             st.dirty.push(act.seg.clone());
         }
 
@@ -1535,6 +1536,10 @@ impl Wal {
             }
             next.ledger_slot
                 .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            self.shared
+                .ledger
+                .sync_slots()
+                .map_err(|f| self.shared.poison(f))?;
             st.dirty.push(next.clone());
         }
         self.segs.push(SegEntry {
@@ -1642,6 +1647,7 @@ impl Wal {
             let slot = shared.ledger.alloc(seg.seq, cut);
             seg.ledger_slot
                 .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            shared.ledger.sync_slots().map_err(|f| shared.poison(f))?;
         } else {
             shared
                 .ledger
@@ -1732,6 +1738,7 @@ impl Wal {
             let slot = shared.ledger.alloc(next.seq, SEGMENT_HEADER_BYTES);
             next.ledger_slot
                 .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            shared.ledger.sync_slots().map_err(|f| shared.poison(f))?;
             st.dirty.push(next.clone());
             self.active = Active {
                 write_pos: SEGMENT_HEADER_BYTES,
