@@ -11,6 +11,7 @@ pub mod check_history;
 pub mod cluster;
 pub mod cluster_demo;
 pub mod cluster_file;
+pub mod crashfs_nodes;
 pub mod demo;
 pub mod kv_cmd;
 pub mod nemesis;
@@ -54,6 +55,8 @@ pub enum Command {
     Nemesis(nemesis::NemesisArgs),
     /// A concurrent workload under random faults, then a linearizability and durability check.
     Torture(torture::TortureArgs),
+    /// Torture runs with crash file system power cuts until N of them, then one report.
+    CrashfsSoak(crashfs_nodes::SoakArgs),
     /// Write-ahead log tools: benchmark appends and recovery, storage demo.
     #[command(subcommand)]
     Wal(WalCommand),
@@ -121,6 +124,7 @@ where
         Command::Status(a) => status_cmd::run(&a),
         Command::Nemesis(a) => nemesis::run(&a),
         Command::Torture(a) => torture::run(&a),
+        Command::CrashfsSoak(a) => crashfs_nodes::run_soak(&a),
         Command::Wal(WalCommand::Demo(a)) => demo::run(&a),
         Command::Wal(WalCommand::Bench(a)) => wal_bench::run_bench_cmd(&a),
         Command::Wal(WalCommand::OpenBench(a)) => wal_bench::run_open_bench_cmd(&a),

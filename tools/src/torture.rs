@@ -72,6 +72,11 @@ pub struct TortureArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Put every node's data directory on its own crash file system mount: a power cut
+    /// crashes the mount (unsynced writes dropped by the file system, not by the log's own
+    /// ledger), remounts it and restarts the node. Needs /dev/fuse and root (or fusermount3).
+    #[arg(long)]
+    pub crash_fs: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -117,6 +122,10 @@ pub struct TortureReport {
     pub nodes_died_on_their_own: Vec<String>,
     pub violations: Vec<String>,
     pub dir: String,
+    /// How power cuts were simulated (crate::crashfs_nodes::power_cut_model).
+    pub power_cut_model: String,
+    /// What the crash-fs power cuts did (with `--crash-fs`).
+    pub crash_fs: Option<crate::crashfs_nodes::CrashFsStats>,
 }
 
 struct Supervisor {
@@ -127,6 +136,8 @@ struct Supervisor {
     restart_at: HashMap<u64, Instant>,
     paused: HashMap<u64, Instant>,
     died: Vec<String>,
+    /// The nodes' crash file system mounts (with `--crash-fs`).
+    crashfs: Option<crate::crashfs_nodes::CrashFsNodes>,
 }
 
 impl Supervisor {
@@ -332,6 +343,19 @@ fn print_report(r: &TortureReport) {
     let mut f: Vec<_> = r.faults.iter().collect();
     f.sort();
     println!("  faults injected: {f:?}");
+    println!("  power-cut model: {}", r.power_cut_model);
+    if let Some(c) = &r.crash_fs {
+        println!(
+            "  crash-fs power cuts: {} {:?}; unsynced ops {} (kept {}, torn {}, lost {}); directories reverted {}",
+            c.power_cuts,
+            c.modes,
+            c.unsynced_ops,
+            c.ops_kept,
+            c.ops_torn,
+            c.ops_lost,
+            c.dirs_reverted
+        );
+    }
     println!("  linearizable: {}", r.linearizable);
     println!(
         "  acknowledged appends checked: {}, lost: {}",
@@ -354,7 +378,7 @@ fn print_report(r: &TortureReport) {
     }
 }
 
-fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
+pub(crate) fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
     let faults = parse_faults(&a.faults)?;
     let policy: FsyncPolicy = a
         .fsync
@@ -389,6 +413,10 @@ fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
         exit_with_parent: false,
     })?;
     let dir = std::fs::canonicalize(&dir)?;
+    let crashfs = match a.crash_fs {
+        true => Some(crate::crashfs_nodes::CrashFsNodes::mount_all(&dir, &cf)?),
+        false => None,
+    };
     let mut sup = Supervisor {
         dir: dir.clone(),
         cf: cf.clone(),
@@ -396,16 +424,22 @@ fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
         restart_at: HashMap::new(),
         paused: HashMap::new(),
         died: Vec::new(),
+        crashfs,
     };
     let mut report = TortureReport {
         seed,
         fsync: policy.to_string(),
         duration_s: a.duration_s,
         dir: dir.display().to_string(),
+        power_cut_model: crate::crashfs_nodes::power_cut_model(a.crash_fs).into(),
         ..Default::default()
     };
     let result = drive(a, &faults, &mut rng, &mut sup, &cf, &mut report);
     stop_all(&cf, &mut sup.children, Duration::from_secs(10));
+    if let Some(c) = sup.crashfs.as_mut() {
+        report.crash_fs = Some(c.stats.clone());
+        c.unmount_all()?;
+    }
     result?;
     report.nodes_died_on_their_own = sup.died.clone();
     for d in &sup.died {
@@ -506,7 +540,9 @@ fn drive(
                     let _ = c.kill();
                     let _ = c.wait();
                 }
-                if kind == FaultKind::Powercut {
+                if let (FaultKind::Powercut, Some(c)) = (kind, sup.crashfs.as_mut()) {
+                    c.power_cut(v, rng.random())?;
+                } else if kind == FaultKind::Powercut {
                     let data_dir = cf.node(v)?.data_dir.clone();
                     shmraft_storage::power_cut(&data_dir, rng.random())
                         .map_err(|e| anyhow::anyhow!("power cut of node {v}: {e}"))?;
