@@ -7,13 +7,15 @@
 //!
 //! The example starts three copies of itself as node processes (`bank node <id> <dir>`), opens
 //! accounts, runs transfers from several clients, kills one node in the middle, and checks that
-//! money is conserved and every node agrees. Everything a user needs is here: a `StateMachine`
-//! implementation with its own command encoding, `NodeConfig` + `Node::open` + `Node::run` in
-//! the node process, and `Client::write` / `Client::read` on the client side.
+//! money is conserved, that every balance equals the client's own model of the ledger (so a
+//! transfer applied twice would show), and that every node agrees. Everything a user needs is
+//! here: a `StateMachine` implementation with its own command encoding, `NodeConfig` +
+//! `Node::open` + `Node::run` in the node process, and `Client::write` / `Client::read` /
+//! `Client::status` on the client side, with the safe retry after an unknown outcome.
 
-use shmraft::consensus::node::client::{Client, ClientConfig};
-use shmraft::consensus::node::{Node, NodeConfig};
-use shmraft::consensus::{Index, NodeId, StateMachine};
+use shmraft::{
+    Client, ClientConfig, ClientError, Index, Node, NodeConfig, NodeId, StateMachine, init_logging,
+};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -129,13 +131,15 @@ fn node_config(id: u64, dir: &Path) -> NodeConfig {
         dir.join("run"),
     );
     c.fsync_policy = "batch".parse().expect("valid policy");
-    c.segment_bytes = 4 << 20;
     c.snapshot_entries = 500;
+    // If this example is killed, its node processes stop too.
+    c.exit_with_parent = true;
     c
 }
 
 /// The node process: open the node over the Bank and run until SIGTERM/SIGINT.
 fn run_node(id: u64, dir: &Path) {
+    init_logging("warn"); // RUST_LOG=info shows the node's elections and snapshots
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).expect("signal");
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).expect("signal");
@@ -157,6 +161,19 @@ fn spawn(id: u64, dir: &Path) -> Child {
         .expect("spawn node")
 }
 
+/// Writes `cmd`, retrying after an unknown outcome: `write` with the same command on the same
+/// client reuses the sequence number, so the transfer is applied at most once.
+fn write_settled(client: &mut Client, cmd: &[u8], timeout: Duration) -> Vec<u8> {
+    for _ in 0..10 {
+        match client.write(cmd, timeout) {
+            Ok(r) => return r,
+            Err(ClientError::Unknown(u)) => println!("  write {} unknown; retrying it", u.seq),
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    panic!("no answer after 10 tries")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 4 && args[1] == "node" {
@@ -166,19 +183,17 @@ fn main() {
     let tmp = tempfile::tempdir().expect("temporary directory");
     let dir: PathBuf = tmp.path().to_path_buf();
     let mut nodes: Vec<Child> = NODES.iter().map(|&id| spawn(id, &dir)).collect();
-    let cfg = ClientConfig::new(
-        dir.join("run"),
-        1,
-        NODES.iter().map(|&n| NodeId(n)).collect(),
-    );
+    let voters: Vec<NodeId> = NODES.iter().map(|&n| NodeId(n)).collect();
+    let cfg = ClientConfig::new(dir.join("run"), voters);
     let t = Duration::from_secs(10);
     let mut client = Client::new(cfg.clone()).expect("client");
+    // The client's own model of the ledger, updated with every settled result.
+    let mut model = Bank::default();
     let names = ["alice", "bob", "carol", "dave"];
     for n in names {
-        let r = client
-            .write(&command(&["open", n, "10000"]), t)
-            .expect("open");
-        println!("open {n}: {}", String::from_utf8_lossy(&r));
+        let cmd = command(&["open", n, "10000"]);
+        let r = write_settled(&mut client, &cmd, t);
+        assert_eq!(r, model.apply(Index(0), &cmd), "open {n}");
     }
     let start = Instant::now();
     let mut done = 0;
@@ -191,10 +206,11 @@ fn main() {
         let from = names[(i % 4) as usize];
         let to = names[((i * 7 + 1) % 4) as usize];
         let cents = ((i * 37) % 500 + 1).to_string();
-        if let Ok(r) = client.write(&command(&["transfer", from, to, &cents]), t) {
-            if r.starts_with(b"ok") {
-                done += 1;
-            }
+        let cmd = command(&["transfer", from, to, &cents]);
+        let r = write_settled(&mut client, &cmd, Duration::from_secs(2));
+        assert_eq!(r, model.apply(Index(0), &cmd), "transfer {i}: {cmd:?}");
+        if r.starts_with(b"ok") {
+            done += 1;
         }
     }
     println!("{done} transfers in {:.2} s", start.elapsed().as_secs_f64());
@@ -205,8 +221,11 @@ fn main() {
     assert_eq!(total, 40000, "money was created or destroyed");
     for n in names {
         let b = client.read(&command(&["balance", n]), t).expect("balance");
+        let expected = model.query(&command(&["balance", n]));
         println!("  {n}: {} cents", String::from_utf8_lossy(&b));
+        assert_eq!(b, expected, "{n}'s balance differs from the client's model");
     }
+    wait_for_equal_digests(&mut client, &format!("{:016x}", model.digest()));
     for mut n in nodes {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(n.id() as i32),
@@ -214,5 +233,26 @@ fn main() {
         );
         let _ = n.wait();
     }
-    println!("ledger replicated across 3 processes; money conserved through a node crash");
+    println!("ledger replicated across 3 processes; every balance as the client's model says");
+}
+
+/// Waits until every node reports the model's state machine digest at its applied index.
+fn wait_for_equal_digests(client: &mut Client, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let agree = NODES.iter().all(|&id| {
+            client
+                .status(NodeId(id), Duration::from_millis(500))
+                .is_ok_and(|s| s.digest_index == s.applied_index && s.state_machine_digest == want)
+        });
+        if agree {
+            println!("all nodes report state machine digest {want}, the model's");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not reach the model's digest"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

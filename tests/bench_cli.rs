@@ -140,16 +140,24 @@ fn bench_measures_every_configuration_and_writes_json_and_svg() {
 
 #[test]
 fn bench_refuses_bad_flags_with_a_clear_message() {
-    for (args, needle) in [
-        (&["bench", "--fsync", "sometimes"][..], "--fsync sometimes"),
-        (&["bench", "--clients", "0"][..], "--clients"),
-        (&["bench", "--size", "0"][..], "--size"),
-        (&["bench", "--duration-s=0"][..], "--duration-s"),
+    // A bad policy is refused while parsing, naming the flag, the value and the accepted forms.
+    let fsync_needles = &["--fsync", "sometimes", "batch:<delay_us>:<bytes>"][..];
+    for (args, needles) in [
+        (&["bench", "--fsync", "sometimes"][..], fsync_needles),
+        (&["bench", "--fsync", "always,sometimes"][..], fsync_needles),
+        (&["bench", "--clients", "0"][..], &["--clients"][..]),
+        (&["bench", "--size", "0"][..], &["--size"][..]),
+        (&["bench", "--duration-s=0"][..], &["--duration-s"][..]),
     ] {
         let o = run(args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "usage errors exit 2: {args:?}");
-        assert!(err.contains(needle), "{args:?}: {err}");
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "{args:?}: {needle:?} missing from {err}"
+            );
+        }
     }
 }
 

@@ -59,6 +59,8 @@
 //! loop thread copies the table and bumps reference counts, not every byte of the state; the
 //! snapshot thread sorts the keys and writes the image.
 
+pub mod client;
+
 use crate::state_machine::StateMachine;
 use crate::types::Index;
 use std::collections::HashMap;

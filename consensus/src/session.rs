@@ -509,6 +509,34 @@ impl<S: StateMachine> Sessions<S> {
         }
     }
 
+    /// Both digests with one pass over the wrapped machine: (the wrapper's digest, which
+    /// also covers the session table, clock and cached results; the wrapped machine's own
+    /// [`StateMachine::digest`]).
+    pub fn digests(&self) -> (u64, u64) {
+        let inner = self.inner.digest();
+        (self.digest_over(inner), inner)
+    }
+
+    /// The wrapper's digest given the wrapped machine's: FNV-1a over `inner_digest`, the log
+    /// clock, and every session's id, first unacked seq, last activity and cached results.
+    fn digest_over(&self, inner_digest: u64) -> u64 {
+        let mut h = Fnv64::new();
+        h.write_u64(inner_digest);
+        h.write_u64(self.clock_ms);
+        h.write_u64(self.sessions.len() as u64);
+        for (id, s) in &self.sessions {
+            h.write_u64(*id);
+            h.write_u64(s.first_unacked_seq);
+            h.write_u64(s.last_activity_ms);
+            h.write_u64(s.results.len() as u64);
+            for (seq, output) in &s.results {
+                h.write_u64(*seq);
+                h.write_framed(output);
+            }
+        }
+        h.finish()
+    }
+
     pub fn inner(&self) -> &S {
         &self.inner
     }
@@ -814,21 +842,7 @@ impl<S: StateMachine> StateMachine for Sessions<S> {
 
     /// Mixes the session table into the inner digest: the table is replicated state too.
     fn digest(&self) -> u64 {
-        let mut h = Fnv64::new();
-        h.write_u64(self.inner.digest());
-        h.write_u64(self.clock_ms);
-        h.write_u64(self.sessions.len() as u64);
-        for (id, s) in &self.sessions {
-            h.write_u64(*id);
-            h.write_u64(s.first_unacked_seq);
-            h.write_u64(s.last_activity_ms);
-            h.write_u64(s.results.len() as u64);
-            for (seq, output) in &s.results {
-                h.write_u64(*seq);
-                h.write_framed(output);
-            }
-        }
-        h.finish()
+        self.digest_over(self.inner.digest())
     }
 }
 

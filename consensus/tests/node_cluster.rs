@@ -2,6 +2,7 @@
 //! directory and transport endpoints in one runtime directory, and a client. (Multi-process
 //! versions live in the root tests/.)
 
+use shmraft_consensus::kv::client::KvClient;
 use shmraft_consensus::node::client::{Client, ClientConfig};
 use shmraft_consensus::node::status::read_status_file;
 use shmraft_consensus::node::{Node, NodeConfig};
@@ -71,10 +72,9 @@ fn leader_of(root: &Path) -> Option<u64> {
 }
 
 /// A client of the three-node cluster whose runtime directory is `runtime`.
-fn client_of_three(runtime: &Path) -> Client {
-    Client::new(ClientConfig::new(
+fn client_of_three(runtime: &Path) -> KvClient {
+    KvClient::new(ClientConfig::new(
         runtime,
-        1,
         vec![NodeId(1), NodeId(2), NodeId(3)],
     ))
     .unwrap()
@@ -177,10 +177,10 @@ fn a_write_retried_after_a_lost_answer_is_applied_once() {
     }
     .encode()
     .unwrap();
-    let (id, seq) = (client.client_id(), client.next_seq());
-    let r1 = client.write(&cmd, t).unwrap();
+    let (id, seq) = (client.client().client_id(), client.client().next_seq());
+    let r1 = client.client().write(&cmd, t).unwrap();
     let mut retry = Client::resume(
-        ClientConfig::new(&runtime, 1, vec![NodeId(1), NodeId(2), NodeId(3)]),
+        ClientConfig::new(&runtime, vec![NodeId(1), NodeId(2), NodeId(3)]),
         id,
         seq,
     )
@@ -250,7 +250,7 @@ fn a_snapshot_being_written_does_not_stall_the_node() {
         let node = Node::open(c, sm).map_err(|e| e.to_string())?;
         node.run(&s).map_err(|e| e.to_string())
     });
-    let mut client = Client::new(ClientConfig::new(&runtime, 1, vec![NodeId(1)])).unwrap();
+    let mut client = KvClient::new(ClientConfig::new(&runtime, vec![NodeId(1)])).unwrap();
     let t = Duration::from_secs(10);
     for i in 0..60u32 {
         client
@@ -286,7 +286,7 @@ fn a_snapshot_being_written_does_not_stall_the_node() {
     handle.join().unwrap().unwrap();
     // A restart restores the snapshot and replays the tail: the latest values are back.
     let node = start(cfg);
-    let mut client = Client::new(ClientConfig::new(&runtime, 1, vec![NodeId(1)])).unwrap();
+    let mut client = KvClient::new(ClientConfig::new(&runtime, vec![NodeId(1)])).unwrap();
     assert_eq!(client.get(b"k10", t).unwrap(), b"during");
     assert_eq!(client.get(b"k55", t).unwrap(), b"during");
     stop(node);
@@ -374,7 +374,7 @@ fn pipelined_writes_from_many_sessions_survive_a_leader_stop_exactly_once() {
         .map(|id| Some(start(config(id, &root, &runtime, "batch"))))
         .collect();
     let voters = vec![NodeId(1), NodeId(2), NodeId(3)];
-    let mut p = PipelinedClient::new(ClientConfig::new(&runtime, 1, voters)).unwrap();
+    let mut p = PipelinedClient::new(ClientConfig::new(&runtime, voters)).unwrap();
     let sessions: Vec<_> = (0..4).map(|_| p.open_session()).collect();
     let t = Duration::from_secs(30);
     let append = |s: usize, i: usize| {

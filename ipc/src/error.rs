@@ -100,6 +100,20 @@ pub enum ConnectError {
         /// The node.
         node: u32,
     },
+    /// The node belongs to another cluster: its rings carry another cluster id. Found after a
+    /// rejection by reading the node's ring headers in the runtime directory.
+    #[error(
+        "node {node} belongs to cluster {theirs}, not cluster {ours}: give the client the \
+         cluster id the nodes were started with"
+    )]
+    ClusterMismatch {
+        /// The node.
+        node: u32,
+        /// The client's cluster id.
+        ours: u64,
+        /// The cluster id in the node's ring headers.
+        theirs: u64,
+    },
     /// Only client transports connect; nodes have static peers.
     #[error("only a client transport can connect")]
     NotAClient,

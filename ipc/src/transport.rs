@@ -16,8 +16,8 @@ use crate::frame::{
     record_bytes,
 };
 use crate::ring::{
-    AttachError, Expect, READER_BROKEN, RING_MAX_BYTES, RING_MIN_BYTES, RingHeader, RingReader,
-    RingWriter,
+    AttachError, Expect, READER_BROKEN, RING_HEADER_BYTES, RING_MAX_BYTES, RING_MIN_BYTES,
+    RingHeader, RingReader, RingWriter,
 };
 use crate::wake::{WakeInbox, WakeKind, WakeRecord, WakeSend, WakeTarget};
 
@@ -1331,7 +1331,7 @@ impl Transport {
                 self.links[i].up = false;
                 self.remove_link(i);
                 return Err(if rejected {
-                    ConnectError::Rejected { node }
+                    self.explain_rejection(node)
                 } else {
                     ConnectError::Timeout {
                         node,
@@ -1339,6 +1339,36 @@ impl Transport {
                     }
                 });
             }
+        }
+    }
+
+    /// Why node `node` refused our connection, as far as the runtime directory tells: a ring
+    /// the node writes with another cluster id in its header means a cluster mismatch;
+    /// otherwise the node had its reasons (too many clients, a ring it could not validate).
+    /// Reads plain header bytes (no mapping); anything unreadable just gives `Rejected`.
+    fn explain_rejection(&self, node: u32) -> ConnectError {
+        let prefix = format!("ring-{}-", dir::endpoint_tag(Endpoint::Node(node)));
+        let theirs = std::fs::read_dir(&self.cfg.runtime_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .find_map(|e| {
+                use std::io::Read;
+                let mut b = [0u8; RING_HEADER_BYTES];
+                std::fs::File::open(e.path())
+                    .ok()?
+                    .read_exact(&mut b)
+                    .ok()?;
+                RingHeader::decode(&b).ok().map(|h| h.cluster_id)
+            });
+        match theirs {
+            Some(theirs) if theirs != self.cfg.cluster_id => ConnectError::ClusterMismatch {
+                node,
+                ours: self.cfg.cluster_id,
+                theirs,
+            },
+            _ => ConnectError::Rejected { node },
         }
     }
 

@@ -5,7 +5,8 @@
 
 use serde_json::Value;
 use shmraft_consensus::NodeId;
-use shmraft_consensus::node::client::{Client, ClientConfig};
+use shmraft_consensus::kv::client::KvClient;
+use shmraft_consensus::node::client::ClientConfig;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -123,20 +124,20 @@ impl TestCluster {
                 .unwrap();
         ClientConfig::new(
             cf["runtime_dir"].as_str().unwrap(),
-            cf["cluster_id"].as_u64().unwrap(),
             (1..=self.nodes).map(NodeId).collect(),
         )
+        .with_cluster_id(cf["cluster_id"].as_u64().unwrap())
     }
 
-    pub fn client(&self) -> Client {
-        Client::new(self.client_config()).unwrap()
+    pub fn client(&self) -> KvClient {
+        KvClient::new(self.client_config()).unwrap()
     }
 
     /// A client that talks to one node only (no leader redirection).
-    pub fn client_pinned(&self, id: u64) -> Client {
+    pub fn client_pinned(&self, id: u64) -> KvClient {
         let mut cfg = self.client_config();
         cfg.nodes = vec![NodeId(id)];
-        Client::new(cfg).unwrap()
+        KvClient::new(cfg).unwrap()
     }
 
     pub fn runtime_dir(&self) -> PathBuf {

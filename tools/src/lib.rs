@@ -1,30 +1,27 @@
 //! shmraft-tools: the `shmraft` command and the `raft-dump` log inspector. The binaries in the
 //! facade package are thin wrappers around [`shmraft_main`] and [`raft_dump_main`].
 //!
+//! The modules by job: [`cli`] runs and uses a cluster (`cluster`, `node`, `kv`, `status`),
+//! [`chaos`] breaks one and checks what it did (`nemesis`, `torture`, `check-history`),
+//! [`bench`] measures (`bench`, `bench failover`, `bench catchup`, `wal bench`,
+//! `wal open-bench`), [`demo`] shows (`demo`, `wal demo`) and [`dump`] inspects (`raft-dump`).
+//!
 //! Exit status convention of every command: 0 success, 1 the command ran and found a problem
 //! (corruption, a non-linearizable history, a failed benchmark run), 2 a usage error (bad flag,
 //! missing or unreadable input).
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod bench;
-pub mod check_history;
-pub mod cluster;
-pub mod cluster_demo;
-pub mod cluster_file;
-pub mod crashfs_nodes;
+pub mod chaos;
+pub mod cli;
 pub mod demo;
-pub mod kv_cmd;
-pub mod nemesis;
-pub mod node_cmd;
-pub mod payload;
-pub mod raft_dump;
-pub mod status_cmd;
-pub mod torture;
-pub mod wal_bench;
+pub mod dump;
 
-pub use raft_dump::raft_dump_main;
+pub use dump::raft_dump::raft_dump_main;
 
 use clap::{Parser, Subcommand};
+use dump::{payload, raft_dump};
 use std::process::ExitCode;
 
 /// Exit status of a usage error (clap's own errors also exit 2).
@@ -42,26 +39,26 @@ pub struct ShmraftCli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start a 3-node cluster, kill its leader, heal it, and check nothing was lost (seconds).
-    Demo(cluster_demo::DemoArgs),
+    Demo(demo::cluster::DemoArgs),
     /// Run a cluster of node processes in the foreground (Ctrl-C stops it cleanly).
-    Cluster(cluster::ClusterArgs),
+    Cluster(cli::cluster::ClusterArgs),
     /// Run one node of a cluster (normally spawned by `shmraft cluster`).
-    Node(node_cmd::NodeArgs),
+    Node(cli::node::NodeArgs),
     /// Key-value operations against a running cluster: put, get, append, delete.
-    Kv(kv_cmd::KvArgs),
+    Kv(cli::kv::KvArgs),
     /// Show every node's role, term, indexes and log size.
-    Status(status_cmd::StatusArgs),
+    Status(cli::status::StatusArgs),
     /// Break a running cluster on purpose: kill, pause, power cut, partition, ...
-    Nemesis(nemesis::NemesisArgs),
+    Nemesis(chaos::nemesis::NemesisArgs),
     /// A concurrent workload under random faults, then a linearizability and durability check.
-    Torture(torture::TortureArgs),
+    Torture(chaos::torture::TortureArgs),
     /// Torture runs with crash file system power cuts until N of them, then one report.
-    CrashfsSoak(crashfs_nodes::SoakArgs),
+    CrashfsSoak(chaos::crashfs_nodes::SoakArgs),
     /// Write-ahead log tools: benchmark appends and recovery, storage demo.
     #[command(subcommand)]
     Wal(WalCommand),
     /// Check a client history (JSON lines) for linearizability.
-    CheckHistory(check_history::CheckHistoryArgs),
+    CheckHistory(chaos::check_history::CheckHistoryArgs),
     /// Cluster benchmarks: throughput and latency per fsync policy and client count, with
     /// same-run baselines, a table, JSON and an SVG plot.
     Bench(bench::BenchCli),
@@ -72,12 +69,12 @@ pub enum Command {
 pub enum WalCommand {
     /// Append N entries of B bytes under an fsync policy and report throughput, syncs and
     /// durable-append latency, with raw fdatasync and memcpy baselines from the same run.
-    Bench(wal_bench::BenchArgs),
+    Bench(bench::wal::BenchArgs),
     /// Measure how long opening (recovering) an existing log takes.
-    OpenBench(wal_bench::OpenBenchArgs),
+    OpenBench(bench::wal::OpenBenchArgs),
     /// The storage demo: WAL benchmarks under `never` and `always`, a simulated power cut,
     /// raft-dump verification and a detected bit flip.
-    Demo(demo::DemoArgs),
+    Demo(demo::wal::DemoArgs),
 }
 
 /// Parses a command line, printing clap's message; `Err` carries the exit code (0 for
@@ -117,18 +114,18 @@ where
         Err(code) => return code,
     };
     match cli.command {
-        Command::Demo(a) => cluster_demo::run(&a),
-        Command::Cluster(a) => cluster::run(&a),
-        Command::Node(a) => node_cmd::run(&a),
-        Command::Kv(a) => kv_cmd::run(&a),
-        Command::Status(a) => status_cmd::run(&a),
-        Command::Nemesis(a) => nemesis::run(&a),
-        Command::Torture(a) => torture::run(&a),
-        Command::CrashfsSoak(a) => crashfs_nodes::run_soak(&a),
-        Command::Wal(WalCommand::Demo(a)) => demo::run(&a),
-        Command::Wal(WalCommand::Bench(a)) => wal_bench::run_bench_cmd(&a),
-        Command::Wal(WalCommand::OpenBench(a)) => wal_bench::run_open_bench_cmd(&a),
-        Command::CheckHistory(a) => check_history::run(&a),
+        Command::Demo(a) => demo::cluster::run(&a),
+        Command::Cluster(a) => cli::cluster::run(&a),
+        Command::Node(a) => cli::node::run(&a),
+        Command::Kv(a) => cli::kv::run(&a),
+        Command::Status(a) => cli::status::run(&a),
+        Command::Nemesis(a) => chaos::nemesis::run(&a),
+        Command::Torture(a) => chaos::torture::run(&a),
+        Command::CrashfsSoak(a) => chaos::crashfs_nodes::run_soak(&a),
+        Command::Wal(WalCommand::Demo(a)) => demo::wal::run(&a),
+        Command::Wal(WalCommand::Bench(a)) => bench::wal::run_bench_cmd(&a),
+        Command::Wal(WalCommand::OpenBench(a)) => bench::wal::run_open_bench_cmd(&a),
+        Command::CheckHistory(a) => chaos::check_history::run(&a),
         Command::Bench(b) => match b.sub {
             Some(bench::BenchSub::Failover(a)) => bench::failover::run(&a),
             Some(bench::BenchSub::Catchup(a)) => bench::catchup::run(&a),
@@ -176,5 +173,45 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::ShmraftCli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_fsync_flag_is_typed_and_refuses_a_bad_policy_naming_the_flag_and_the_forms() {
+        use clap::Parser;
+        for cmd in [
+            &["cluster", "--dir", "d"][..],
+            &["torture"],
+            &["demo"],
+            &["bench"],
+            &["bench", "failover"],
+            &["bench", "catchup"],
+            &["wal", "bench", "--dir", "d"],
+        ] {
+            let ok = ["shmraft"]
+                .iter()
+                .chain(cmd)
+                .chain(&["--fsync", "interval:7"]);
+            let parsed = super::ShmraftCli::try_parse_from(ok);
+            assert!(parsed.is_ok(), "{cmd:?}: {:?}", parsed.err());
+            let bad = ["shmraft"]
+                .iter()
+                .chain(cmd)
+                .chain(&["--fsync", "sometimes"]);
+            let e = super::ShmraftCli::try_parse_from(bad).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{cmd:?}");
+            let msg = e.to_string();
+            for needle in [
+                "--fsync",
+                "sometimes",
+                "always",
+                "batch:<delay_us>:<bytes>",
+                "never",
+            ] {
+                assert!(
+                    msg.contains(needle),
+                    "{cmd:?}: {needle:?} missing from {msg}"
+                );
+            }
+        }
     }
 }

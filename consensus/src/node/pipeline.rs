@@ -14,11 +14,13 @@
 //! `first_unacked_seq` is the lowest sequence number it has not yet seen answered, so a session
 //! can have many writes in flight and the cluster keeps exactly their results cached.
 
-use crate::node::client::{ClientConfig, ClientError};
+use crate::node::client::{ClientConfig, ClientError, UnknownWrite};
 use crate::node::wire::{ClientFrame, KIND_CLIENT_REQUEST, KIND_CLIENT_RESPONSE, ServerFrame};
 use crate::session::{ClientRequest, SessionResult};
 use crate::types::NodeId;
-use shmraft_ipc::{Endpoint, Incoming, LinkEvent, OutFrame, SendError, Transport, TransportConfig};
+use shmraft_ipc::{
+    ConnectError, Endpoint, Incoming, LinkEvent, OutFrame, SendError, Transport, TransportConfig,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,9 @@ struct Request {
     node: usize,
     attempt_deadline: Instant,
     backoff: Duration,
+    /// Whether some attempt was handed to a node's ring. A write that never was cannot have
+    /// been applied, so its timeout is [`ClientError::NoNode`], not [`ClientError::Unknown`].
+    delivered: bool,
 }
 
 /// One client connection to a cluster with any number of requests in flight. Not thread-safe:
@@ -88,6 +93,8 @@ pub struct PipelinedClient {
     queued: Vec<(Instant, Request)>,
     completions: Vec<Completion>,
     next_timeout_scan: Instant,
+    /// The last reason a node could not be reached, for the error of a request that reached none.
+    last_connect_error: Option<String>,
 }
 
 impl std::fmt::Debug for PipelinedClient {
@@ -127,6 +134,7 @@ impl PipelinedClient {
             queued: Vec::new(),
             completions: Vec::new(),
             next_timeout_scan: Instant::now(),
+            last_connect_error: None,
         })
     }
 
@@ -170,7 +178,10 @@ impl PipelinedClient {
     }
 
     /// Queues a write of `command` in session `s`; it is sent at the next [`Self::poll`] and
-    /// completed (with `tag`) within `timeout` at the latest.
+    /// completed (with `tag`) within `timeout` at the latest. It takes the session's next
+    /// sequence number, which stays used up whatever happens: reusing it for another command
+    /// after an unknown outcome would let the session answer that command with the old one's
+    /// result.
     pub fn submit_write(
         &mut self,
         s: SessionHandle,
@@ -178,9 +189,46 @@ impl PipelinedClient {
         tag: u64,
         timeout: Duration,
     ) -> Result<(), ClientError> {
+        let seq = self.sessions[s.0].next_seq;
+        self.queue_write(s, seq, command, tag, timeout)?;
+        self.sessions[s.0].next_seq += 1;
+        Ok(())
+    }
+
+    /// Sends again a write whose outcome was unknown ([`ClientError::Unknown`]), with its
+    /// original sequence number: the session applies it at most once, and answers with the
+    /// first application's result if there was one (Raft thesis §6.3). Settle an unknown write
+    /// before the session's later writes are answered: once they are, the cluster may have
+    /// dropped the cached result, and the retry ends in an error that says so (applied no
+    /// second time either way).
+    pub fn retry_write(
+        &mut self,
+        s: SessionHandle,
+        unknown: &UnknownWrite,
+        tag: u64,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let st = &self.sessions[s.0];
+        if unknown.client_id != st.client_id || unknown.seq >= st.next_seq {
+            return Err(ClientError::Refused(format!(
+                "write {} of client {:#x} was not sent by this session (client {:#x}): retry it \
+                 on the client that got the unknown outcome",
+                unknown.seq, unknown.client_id, st.client_id
+            )));
+        }
+        self.queue_write(s, unknown.seq, &unknown.command, tag, timeout)
+    }
+
+    fn queue_write(
+        &mut self,
+        s: SessionHandle,
+        seq: u64,
+        command: &[u8],
+        tag: u64,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
         let st = &mut self.sessions[s.0];
-        let seq = st.next_seq;
-        let first_unacked_seq = st.unanswered.first().copied().unwrap_or(seq);
+        let first_unacked_seq = st.unanswered.first().copied().unwrap_or(seq).min(seq);
         let req = ClientRequest {
             client_id: st.client_id,
             seq,
@@ -191,9 +239,6 @@ impl PipelinedClient {
         let envelope = req
             .encode()
             .map_err(|e| ClientError::Refused(format!("command cannot be encoded: {e}")))?;
-        // Used up whatever happens next: reusing a sequence number for another command after an
-        // unknown outcome would let the session answer it with the old command's result.
-        st.next_seq += 1;
         st.unanswered.insert(seq);
         self.enqueue(
             tag,
@@ -248,6 +293,7 @@ impl PipelinedClient {
                 node,
                 attempt_deadline: now,
                 backoff: Duration::from_millis(1),
+                delivered: false,
             },
         ));
     }
@@ -296,18 +342,7 @@ impl PipelinedClient {
         let outcome = match (&r.op, outcome) {
             (Op::Write { session, seq, .. }, outcome) => {
                 self.sessions[*session].unanswered.remove(seq);
-                match outcome {
-                    Ok(bytes) => match SessionResult::decode(&bytes) {
-                        Ok(SessionResult::Applied(v) | SessionResult::Duplicate(v)) => Ok(v),
-                        Ok(SessionResult::SessionExpired) => Err(ClientError::SessionExpired),
-                        Ok(other) => Err(ClientError::Refused(format!("{other:?}"))),
-                        Err(e) => Err(ClientError::Refused(format!(
-                            "undecodable session result: {e}"
-                        ))),
-                    },
-                    Err(ClientError::Timeout(d)) => Err(ClientError::Unknown(d)),
-                    Err(e) => Err(e),
-                }
+                outcome.and_then(|bytes| session_outcome(&bytes))
             }
             (_, outcome) => outcome,
         };
@@ -318,11 +353,48 @@ impl PipelinedClient {
         });
     }
 
+    /// Completes a request whose overall deadline passed. A write that reached a node may have
+    /// been applied: its outcome is unknown, and the error carries what a retry needs. A request
+    /// that reached no node did nothing, and the error says why no node took it.
+    fn time_out(&mut self, r: Request) {
+        let waited = r.deadline - r.submitted;
+        let err = if !r.delivered {
+            ClientError::NoNode {
+                runtime_dir: self.cfg.runtime_dir.clone(),
+                waited,
+                last_error: self
+                    .last_connect_error
+                    .clone()
+                    .unwrap_or_else(|| "every node's ring stayed full".into()),
+            }
+        } else if let Op::Write {
+            session,
+            seq,
+            envelope,
+        } = &r.op
+        {
+            let command = ClientRequest::decode(envelope)
+                .map(|req| req.command)
+                .unwrap_or_default();
+            ClientError::Unknown(Box::new(UnknownWrite {
+                client_id: self.sessions[*session].client_id,
+                seq: *seq,
+                command,
+                waited,
+                last_node: self.cfg.nodes.get(r.node).copied().unwrap_or(NodeId::ZERO),
+            }))
+        } else {
+            ClientError::Timeout(waited)
+        };
+        self.complete(r, Err(err));
+    }
+
     /// Connects to node `i` if needed. A failed connection lets a little time pass so a dead
-    /// node is not retried in a tight loop.
-    fn ensure_connected(&mut self, i: usize) -> bool {
+    /// node is not retried in a tight loop. `Err` carries a refusal that no retry can fix (a
+    /// node of another cluster).
+    fn ensure_connected(&mut self, i: usize) -> Result<bool, ConnectError> {
         if self.connected[i] {
-            return true;
+            return Ok(true);
         }
         let node = self.cfg.nodes[i];
         match self
@@ -331,12 +403,14 @@ impl PipelinedClient {
         {
             Ok(()) => {
                 self.connected[i] = true;
-                true
+                Ok(true)
             }
+            Err(e @ ConnectError::ClusterMismatch { .. }) => Err(e),
             Err(e) => {
                 tracing::debug!(%node, error = %e, "cannot connect");
+                self.last_connect_error = Some(e.to_string());
                 let _ = self.t.wait(Some(Duration::from_millis(2)));
-                false
+                Ok(false)
             }
         }
     }
@@ -354,8 +428,7 @@ impl PipelinedClient {
         let mut by_node: HashMap<usize, Vec<Request>> = HashMap::new();
         for (_, mut r) in due {
             if now >= r.deadline {
-                let d = r.deadline - r.submitted;
-                self.complete(r, Err(ClientError::Timeout(d)));
+                self.time_out(r);
                 continue;
             }
             if !matches!(r.op, Op::Status) {
@@ -370,7 +443,22 @@ impl PipelinedClient {
 
     fn send_to(&mut self, i: usize, reqs: Vec<Request>) {
         let now = Instant::now();
-        if i >= self.cfg.nodes.len() || !self.ensure_connected(i) {
+        let connected = match (i < self.cfg.nodes.len()).then(|| self.ensure_connected(i)) {
+            Some(Ok(up)) => up,
+            None => false,
+            Some(Err(refusal)) => {
+                // A configuration error: the requests reached no node, nothing was applied.
+                for r in reqs {
+                    let err = ClientError::Connect {
+                        runtime_dir: self.cfg.runtime_dir.clone(),
+                        reason: refusal.to_string(),
+                    };
+                    self.complete(r, Err(err));
+                }
+                return;
+            }
+        };
+        if !connected {
             self.rotate_from(i);
             for r in reqs {
                 self.queued.push((now + Duration::from_millis(1), r));
@@ -409,6 +497,7 @@ impl PipelinedClient {
                 for (req_id, mut r) in ids.into_iter().zip(reqs) {
                     r.node = i;
                     r.attempt_deadline = attempt_deadline;
+                    r.delivered = true;
                     self.in_flight.insert(req_id, r);
                 }
             }
@@ -539,8 +628,7 @@ impl PipelinedClient {
         for id in late {
             let r = self.in_flight.remove(&id).expect("listed");
             if now >= r.deadline {
-                let d = r.deadline - r.submitted;
-                self.complete(r, Err(ClientError::Timeout(d)));
+                self.time_out(r);
             } else {
                 if !matches!(r.op, Op::Status) {
                     self.rotate_from(r.node);
@@ -548,5 +636,22 @@ impl PipelinedClient {
                 self.queued.push((now, r));
             }
         }
+    }
+}
+
+/// What a write's answer means for the caller: the state machine's result, or why there is none.
+fn session_outcome(bytes: &[u8]) -> Result<Vec<u8>, ClientError> {
+    match SessionResult::decode(bytes) {
+        Ok(SessionResult::Applied(v) | SessionResult::Duplicate(v)) => Ok(v),
+        Ok(SessionResult::SessionExpired) => Err(ClientError::SessionExpired),
+        Ok(SessionResult::ResultDiscarded { seq, .. }) => Err(ClientError::Refused(format!(
+            "write {seq} was retried after later writes of this session were answered, so the \
+             cluster no longer holds its result: it was not applied again, and whether it was \
+             applied before is unknown; read the state it would have changed"
+        ))),
+        Ok(other) => Err(ClientError::Refused(format!("{other:?}"))),
+        Err(e) => Err(ClientError::Refused(format!(
+            "undecodable session result: {e}"
+        ))),
     }
 }

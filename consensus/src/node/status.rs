@@ -30,10 +30,18 @@ pub struct NodeStatus {
     pub log_bytes: u64,
     pub segments: u64,
     pub fsync_policy: String,
-    /// The state machine's digest (hex) as of `digest_index`: equal on nodes that applied the
-    /// same entries. Computing it reads the whole state, so it is refreshed at most once a second
-    /// while entries are being applied, and at once when the node is quiet.
+    /// The replicated state's digest (hex) as of `digest_index`: FNV-1a over the state machine's
+    /// own digest (`state_machine_digest`) and the exactly-once session table (log clock, and
+    /// per client: id, first unacked sequence number, last activity, cached results). Equal on
+    /// nodes that applied the same entries. Computing it reads the whole state, so it is
+    /// refreshed at most once a second while entries are being applied, and at once when the
+    /// node is quiet.
     pub digest: String,
+    /// The embedded state machine's own `StateMachine::digest` (hex), as of `digest_index`: the
+    /// value to compare with a model of the state machine. Absent in status files of older
+    /// builds.
+    #[serde(default)]
+    pub state_machine_digest: String,
     /// The applied index `digest` covers; compare digests only when it equals `applied_index`.
     pub digest_index: u64,
     pub entries_appended: u64,

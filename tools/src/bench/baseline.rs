@@ -1,7 +1,7 @@
 //! Baselines measured in the same run as the cluster figures, so results read as ratios to what
 //! the machine can do at all: a raw fdatasync, a raw pipe round trip, raw memcpy.
 
-use crate::wal_bench::{baseline_fdatasync, baseline_memcpy_gb_per_s};
+use crate::bench::wal::{baseline_fdatasync, baseline_memcpy_gb_per_s};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -48,7 +48,7 @@ pub fn fdatasync_busy(
     dir: &Path,
     size: u64,
     iterations: u64,
-) -> anyhow::Result<crate::wal_bench::FdatasyncBaseline> {
+) -> anyhow::Result<crate::bench::wal::FdatasyncBaseline> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));

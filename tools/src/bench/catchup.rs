@@ -23,10 +23,10 @@
 //! after the run: reading and checking it plus restoring a key-value machine from it (what the
 //! follower's restore costs, so the transfer's share can be estimated).
 
+use crate::args::{ElectionTimeoutArg, FsyncArg, JsonFileArg, WorkDirArgs};
 use crate::bench::harness::{BenchCluster, three_node_args};
 use crate::bench::report::Machine;
-use crate::cluster_file::parse_range_ms;
-use crate::wal_bench::baseline_memcpy_gb_per_s;
+use crate::bench::wal::baseline_memcpy_gb_per_s;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use shmraft_consensus::StateMachine;
@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 /// A follower behind by a snapshot of S MiB: the time and GB/s to catch up.
 #[derive(clap::Args, Debug, Clone)]
+#[command(mut_arg("fsync", |a| a.default_value("never")))]
 pub struct CatchupArgs {
     /// Size of the state (the sum of the written values), MiB.
     #[arg(long, default_value_t = 256)]
@@ -52,24 +53,19 @@ pub struct CatchupArgs {
     /// Catch-ups to measure, each on a fresh cluster.
     #[arg(long, default_value_t = 3)]
     pub runs: u64,
-    /// fsync policy of the nodes: always, batch, batch:<us>:<bytes>, interval:<ms>, never.
-    #[arg(long, default_value = "never")]
-    pub fsync: String,
+    #[command(flatten)]
+    pub sync: FsyncArg,
     /// Writes in flight while the state is written.
     #[arg(long, default_value_t = 32)]
     pub window: u64,
-    /// Election timeout range of the nodes, milliseconds (heartbeats every MIN/5 ms).
-    #[arg(long, default_value = "150-300", value_parser = parse_range_ms)]
-    pub election_timeout_ms: (u64, u64),
-    /// Where the clusters' directories are created (the disk under test).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Keep each run's cluster directory (node logs, data) under --dir as `catchup-run-N`.
-    #[arg(long)]
-    pub keep: bool,
-    /// Write every figure as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    // Heartbeats every MIN/5 ms.
+    #[command(flatten)]
+    pub timing: ElectionTimeoutArg,
+    // --keep keeps each run's cluster directory as `catchup-run-N`.
+    #[command(flatten)]
+    pub work: WorkDirArgs,
+    #[command(flatten)]
+    pub output: JsonFileArg,
 }
 
 /// One catch-up.
@@ -195,11 +191,7 @@ fn validate(a: &CatchupArgs) -> anyhow::Result<()> {
     if a.window == 0 || a.window > 4096 {
         bail!("--window must be between 1 and 4096, got {}", a.window);
     }
-    let _: shmraft_storage::FsyncPolicy = a
-        .fsync
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--fsync {}: {e}", a.fsync))?;
-    if a.election_timeout_ms.0 < 5 {
+    if a.timing.election_timeout_ms.0 < 5 {
         bail!("--election-timeout-ms minimum must be at least 5 ms");
     }
     Ok(())
@@ -218,7 +210,7 @@ fn median(v: &[f64]) -> f64 {
 /// Runs the benchmark and prints its table; returns the report (also written with `--json`).
 pub fn run_inner(a: &CatchupArgs) -> anyhow::Result<CatchupReport> {
     validate(a)?;
-    let parent = super::data_parent(a.dir.as_deref())?;
+    let parent = super::data_parent(a.work.dir.as_deref())?;
     let machine = Machine::probe(&parent);
     let state_bytes = a.state_mib << 20;
     let writes = state_bytes.div_ceil(a.value_bytes);
@@ -227,7 +219,7 @@ pub fn run_inner(a: &CatchupArgs) -> anyhow::Result<CatchupReport> {
          {} runs, on {} CPUs ({}), data in {}",
         a.state_mib,
         a.value_bytes,
-        a.fsync,
+        a.sync.fsync,
         a.runs,
         machine.cpus,
         machine.cpu_model,
@@ -264,7 +256,7 @@ pub fn run_inner(a: &CatchupArgs) -> anyhow::Result<CatchupReport> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine,
         nodes: 3,
-        fsync: a.fsync.clone(),
+        fsync: a.sync.fsync.to_string(),
         state_mib: a.state_mib,
         value_bytes: a.value_bytes,
         baseline_memcpy_gb_per_s: memcpy,
@@ -281,7 +273,7 @@ pub fn run_inner(a: &CatchupArgs) -> anyhow::Result<CatchupReport> {
         runs,
     };
     print!("{}", table(&report));
-    if let Some(p) = &a.json {
+    if let Some(p) = &a.output.json {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", p.display()))?;
         println!("wrote {}", p.display());
@@ -313,9 +305,7 @@ pub fn write_fdatasync_baseline(dir: &Path, bytes: u64) -> anyhow::Result<(f64, 
 }
 
 fn status(c: &mut Client, id: u64, timeout: Duration) -> Option<NodeStatus> {
-    c.status_of(NodeId(id), timeout)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<NodeStatus>(&b).ok())
+    c.status(NodeId(id), timeout).ok()
 }
 
 /// Writes `writes` distinct keys of `value_bytes` through the leader, `window` in flight.
@@ -362,8 +352,8 @@ fn one_run(a: &CatchupArgs, parent: &Path, run: u64, writes: u64) -> anyhow::Res
     // A restarted node prepares (zero-fills) a fresh segment before it answers anything;
     // 16 MiB segments keep that start-up cost small against the transfer.
     let spec = three_node_args(
-        &a.fsync,
-        a.election_timeout_ms,
+        a.sync.fsync,
+        a.timing.election_timeout_ms,
         &[
             "--snapshot-entries".into(),
             writes.to_string(),
@@ -371,7 +361,7 @@ fn one_run(a: &CatchupArgs, parent: &Path, run: u64, writes: u64) -> anyhow::Res
             (16u64 << 20).to_string(),
         ],
     )?;
-    let keep = a.keep.then(|| format!("catchup-run-{run}"));
+    let keep = a.work.keep.then(|| format!("catchup-run-{run}"));
     let mut cluster = BenchCluster::start_with(&spec, parent, keep.as_deref(), |cf| {
         // One snapshot, by entry count, once the writes are applied; a short log behind it.
         cf.snapshot_bytes = 0;

@@ -14,15 +14,16 @@
 //! 5. The killed node is restarted, the bench waits until it has applied what the leader had
 //!    committed, pauses (`--pause-ms`) so the cluster settles, and repeats.
 
+use crate::args::{ElectionTimeoutArg, FsyncArg, JsonFileArg, WorkDirArgs};
 use crate::bench::harness::{BenchCluster, three_node_args};
 use crate::bench::report::Machine;
-use crate::cluster_file::parse_range_ms;
 use anyhow::{Context, bail};
 use serde::Serialize;
+use shmraft_consensus::kv::client::KvClient;
 use shmraft_consensus::node::client::Client;
 use shmraft_consensus::node::status::NodeStatus;
 use shmraft_consensus::types::NodeId;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,16 +33,16 @@ use std::time::{Duration, Instant};
 /// Kill the leader of a 3-node cluster again and again; report how long it takes to elect a new
 /// leader and to commit the first write after each kill.
 #[derive(clap::Args, Debug, Clone)]
+#[command(mut_arg("fsync", |a| a.default_value("never")))]
 pub struct FailoverArgs {
     /// Leader kills to measure.
     #[arg(long, default_value_t = 20)]
     pub kills: u64,
-    /// Election timeout range of the nodes, milliseconds (heartbeats every MIN/5 ms).
-    #[arg(long, default_value = "150-300", value_parser = parse_range_ms)]
-    pub election_timeout_ms: (u64, u64),
-    /// fsync policy of the nodes: always, batch, batch:<us>:<bytes>, interval:<ms>, never.
-    #[arg(long, default_value = "never")]
-    pub fsync: String,
+    // Heartbeats every MIN/5 ms.
+    #[command(flatten)]
+    pub timing: ElectionTimeoutArg,
+    #[command(flatten)]
+    pub sync: FsyncArg,
     /// Pause after the restarted node has caught up, before the next kill, milliseconds
     /// (default: the maximum election timeout).
     #[arg(long)]
@@ -49,12 +50,12 @@ pub struct FailoverArgs {
     /// The writer proposes at most one write per this many microseconds (it waits for each).
     #[arg(long, default_value_t = 500)]
     pub write_interval_us: u64,
-    /// Where the cluster's directory is created (the disk under test).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Write every figure and every sample as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    // --keep keeps the cluster's directory as `failover`.
+    #[command(flatten)]
+    pub work: WorkDirArgs,
+    // Every figure and every sample.
+    #[command(flatten)]
+    pub output: JsonFileArg,
 }
 
 /// One leader kill.
@@ -180,7 +181,7 @@ fn spawn_writer(
     // (the client also notices the dead link on its own); short, so the first commit after a
     // failover is not hidden behind the default 500 ms. Retries keep the sequence number.
     cfg.attempt_timeout = attempt_timeout;
-    let mut c = Client::new(cfg).context("starting the writer's client")?;
+    let mut c = KvClient::new(cfg).context("starting the writer's client")?;
     let h = std::thread::Builder::new()
         .name("failover-writer".into())
         .spawn(move || {
@@ -192,7 +193,7 @@ fn spawn_writer(
                 match c.put(key.as_bytes(), &value, Duration::from_secs(5)) {
                     Ok(()) => {
                         n += 1;
-                        let node = c.leader_guess();
+                        let node = c.client().leader_guess();
                         if acks
                             .send(Ack {
                                 at: Instant::now(),
@@ -225,11 +226,7 @@ fn spawn_writer(
 /// The status of `ids`, asked over the client channel with a short timeout each.
 fn statuses_of(c: &mut Client, ids: &[u64], each: Duration) -> Vec<NodeStatus> {
     ids.iter()
-        .filter_map(|&id| {
-            c.status_of(NodeId(id), each)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<NodeStatus>(&b).ok())
-        })
+        .filter_map(|&id| c.status(NodeId(id), each).ok())
         .collect()
 }
 
@@ -284,14 +281,10 @@ fn validate(a: &FailoverArgs) -> anyhow::Result<()> {
     if a.kills == 0 {
         bail!("--kills must be at least 1");
     }
-    let _: shmraft_storage::FsyncPolicy = a
-        .fsync
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--fsync {}: {e}", a.fsync))?;
-    if a.election_timeout_ms.0 < 5 {
+    if a.timing.election_timeout_ms.0 < 5 {
         bail!(
             "--election-timeout-ms minimum must be at least 5 ms (heartbeats every MIN/5 ms), got {}",
-            a.election_timeout_ms.0
+            a.timing.election_timeout_ms.0
         );
     }
     Ok(())
@@ -309,17 +302,18 @@ fn target_for(timeouts: (u64, u64)) -> Option<f64> {
 /// Runs the benchmark and prints its table; returns the report (also written with `--json`).
 pub fn run_inner(a: &FailoverArgs) -> anyhow::Result<FailoverReport> {
     validate(a)?;
-    let parent = super::data_parent(a.dir.as_deref())?;
+    let parent = super::data_parent(a.work.dir.as_deref())?;
     let machine = Machine::probe(&parent);
-    let spec = three_node_args(&a.fsync, a.election_timeout_ms, &[])?;
-    let (emin, emax) = spec.election_timeout_ms;
+    let spec = three_node_args(a.sync.fsync, a.timing.election_timeout_ms, &[])?;
+    let (emin, emax) = spec.timing.election_timeout_ms;
     let heartbeat_ms = spec.heartbeat_ms;
-    let mut cluster = BenchCluster::start(&spec, &parent, None)?;
+    let keep = a.work.keep.then_some("failover");
+    let mut cluster = BenchCluster::start(&spec, &parent, keep)?;
     let tick_ms = cluster.cf.tick_ms;
     println!(
         "shmraft bench failover: 3 nodes, election timeout {emin}-{emax} ms, heartbeat {heartbeat_ms} ms, \
          tick {tick_ms} ms, fsync {}, {} kills, on {} CPUs ({}), data in {}",
-        a.fsync,
+        a.sync.fsync,
         a.kills,
         machine.cpus,
         machine.cpu_model,
@@ -348,13 +342,13 @@ pub fn run_inner(a: &FailoverArgs) -> anyhow::Result<FailoverReport> {
     let nl: Vec<f64> = samples.iter().map(|s| s.new_leader_ms).collect();
     let fc: Vec<f64> = samples.iter().map(|s| s.first_commit_ms).collect();
     let (d_nl, d_fc) = (distribution(&nl), distribution(&fc));
-    let target = target_for(a.election_timeout_ms);
+    let target = target_for(a.timing.election_timeout_ms);
     let report = FailoverReport {
         version: 1,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine,
         nodes: 3,
-        fsync: a.fsync.clone(),
+        fsync: a.sync.fsync.to_string(),
         election_timeout_ms_min: emin,
         election_timeout_ms_max: emax,
         heartbeat_ms,
@@ -379,7 +373,7 @@ pub fn run_inner(a: &FailoverArgs) -> anyhow::Result<FailoverReport> {
         samples,
     };
     print!("{}", table(&report, &d_nl, &d_fc));
-    if let Some(p) = &a.json {
+    if let Some(p) = &a.output.json {
         write_json(p, &report)?;
         println!("wrote {}", p.display());
     }

@@ -1,11 +1,14 @@
 //! A cluster of real node processes started, driven and stopped by a benchmark.
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
-use crate::cluster_file::{ClusterFile, live_node_pid};
+use crate::cli::cluster::{
+    ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs,
+};
+use crate::cli::cluster_file::{ClusterFile, live_node_pid};
 use anyhow::{Context, bail};
 use shmraft_consensus::node::client::{Client, ClientConfig};
 use shmraft_consensus::node::status::NodeStatus;
 use shmraft_consensus::types::NodeId;
+use shmraft_storage::FsyncPolicy;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -57,7 +60,7 @@ impl BenchCluster {
         };
         sweep_stale_runtime_dirs();
         let mut a = spec.clone();
-        a.dir = dir.clone();
+        a.cluster.dir = dir.clone();
         let mut cf = prepare(&a)?;
         let dir = std::fs::canonicalize(&dir)?;
         edit(&mut cf);
@@ -106,11 +109,8 @@ impl BenchCluster {
 
     /// How to reach the cluster.
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig::new(
-            self.cf.runtime_dir.clone(),
-            self.cf.cluster_id,
-            self.cf.voters(),
-        )
+        ClientConfig::new(self.cf.runtime_dir.clone(), self.cf.voters())
+            .with_cluster_id(self.cf.cluster_id)
     }
 
     /// Every node's status, asked over the client channel (None: no answer within `each`).
@@ -118,10 +118,7 @@ impl BenchCluster {
         self.ids()
             .into_iter()
             .map(|id| {
-                let s = c
-                    .status_of(NodeId(id), each)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<NodeStatus>(&b).ok());
+                let s = c.status(NodeId(id), each).ok();
                 (id, s)
             })
             .collect()
@@ -180,14 +177,10 @@ pub fn self_cpu() -> Duration {
         .unwrap_or_default()
 }
 
-/// The `ClusterArgs` that `shmraft cluster` builds from `flags` (e.g. `["--fsync", "never"]`),
-/// every setting not named at its command-line default. Benchmarks build their specs this way
-/// rather than as struct literals, so a setting added to `ClusterArgs` later gets its default
-/// instead of breaking them.
 /// The settings of the 3-node clusters of `bench failover` and `bench catchup`: `fsync`, the
 /// election timeout range, a heartbeat of a fifth of its minimum, then `extra` flags.
 pub fn three_node_args(
-    fsync: &str,
+    fsync: FsyncPolicy,
     (emin, emax): (u64, u64),
     extra: &[String],
 ) -> anyhow::Result<ClusterArgs> {
@@ -195,7 +188,7 @@ pub fn three_node_args(
         "--nodes".into(),
         "3".into(),
         "--fsync".into(),
-        fsync.into(),
+        fsync.to_string(),
         "--election-timeout-ms".into(),
         format!("{emin}-{emax}"),
         "--heartbeat-ms".into(),
@@ -205,6 +198,10 @@ pub fn three_node_args(
     cluster_args(&flags)
 }
 
+/// The `ClusterArgs` that `shmraft cluster` builds from `flags` (e.g. `["--fsync", "never"]`),
+/// every setting not named at its command-line default. Benchmarks build their specs this way
+/// rather than as struct literals, so a setting added to `ClusterArgs` later gets its default
+/// instead of breaking them.
 pub fn cluster_args(flags: &[String]) -> anyhow::Result<ClusterArgs> {
     use clap::Parser;
     #[derive(clap::Parser)]
@@ -234,8 +231,8 @@ mod tests {
             "5".into(),
         ])
         .unwrap();
-        assert_eq!((a.nodes, a.fsync.as_str()), (5, "never"));
-        assert_eq!(a.election_timeout_ms, (150, 300), "the default");
+        assert_eq!((a.nodes, a.sync.fsync), (5, FsyncPolicy::Never));
+        assert_eq!(a.timing.election_timeout_ms, (150, 300), "the default");
         assert_eq!(a.tick_ms, None);
         assert!(cluster_args(&["--no-such-flag".into()]).is_err());
     }

@@ -13,15 +13,17 @@ pub mod failover;
 pub mod harness;
 pub mod load;
 pub mod report;
+pub mod wal;
 
-use crate::cluster::ClusterArgs;
-use crate::cluster_file::parse_range_ms;
+use crate::args::{ClusterDirArg, ElectionTimeoutArg, FsyncArg, JsonFileArg, WorkDirArgs};
+use crate::cli::cluster::ClusterArgs;
 use anyhow::{Context, bail};
 use harness::{BenchCluster, process_cpu};
 use load::{LoadSpec, Stop};
 use report::{BenchReport, ConfigResult, Machine, NodeFigures};
 use shmraft_consensus::node::client::Client;
 use shmraft_consensus::node::status::NodeStatus;
+use shmraft_storage::FsyncPolicy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -53,14 +55,15 @@ pub struct BenchArgs {
     /// Nodes per cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
-    /// fsync policies to measure, comma separated (always, batch, batch:<us>:<bytes>,
+    /// fsync policies to measure, comma separated (always, batch, batch:<delay_us>:<bytes>,
     /// interval:<ms>, never).
     #[arg(
         long,
+        value_name = "POLICY,...",
         default_value = "always,batch,interval:10,never",
         value_delimiter = ','
     )]
-    pub fsync: Vec<String>,
+    pub fsync: Vec<FsyncPolicy>,
     /// Client counts to measure, comma separated: closed-loop clients, each with one request in
     /// flight and its own exactly-once session.
     #[arg(long, default_value = "1,16,64,256", value_delimiter = ',')]
@@ -87,24 +90,19 @@ pub struct BenchArgs {
     /// Distinct keys per client (bounds the state's size).
     #[arg(long, default_value_t = 1000)]
     pub keys_per_client: u64,
-    /// Election timeout range of the nodes, milliseconds.
-    #[arg(long, default_value = "150-300", value_parser = parse_range_ms)]
-    pub election_timeout_ms: (u64, u64),
+    #[command(flatten)]
+    pub timing: ElectionTimeoutArg,
     /// How long each node's loop spins before parking, microseconds.
     #[arg(long, default_value_t = 10)]
     pub spin_us: u32,
     /// Nodes snapshot (and compact their logs) every this many applied entries.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_entries: u64,
-    /// Where the clusters' directories are created (the disk under test).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Keep each configuration's cluster directory (logs, WAL) under --dir.
-    #[arg(long)]
-    pub keep: bool,
-    /// Write every figure as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    // --keep keeps each configuration's cluster directory as `bench-POLICY-CLIENTS`.
+    #[command(flatten)]
+    pub work: WorkDirArgs,
+    #[command(flatten)]
+    pub output: JsonFileArg,
     /// Write an SVG plot of throughput and latency per policy and client count.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -182,9 +180,8 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
     if a.nodes == 0 || a.nodes > 15 {
         bail!("--nodes must be between 1 and 15, got {}", a.nodes);
     }
-    for p in &a.fsync {
-        let _: shmraft_storage::FsyncPolicy =
-            p.parse().map_err(|e| anyhow::anyhow!("--fsync {p}: {e}"))?;
+    if a.fsync.is_empty() {
+        bail!("--fsync needs at least one policy");
     }
     if a.clients.is_empty() || a.clients.contains(&0) {
         bail!("--clients needs counts of at least 1, got {:?}", a.clients);
@@ -213,7 +210,7 @@ pub(crate) fn data_parent(dir: Option<&std::path::Path>) -> anyhow::Result<PathB
 }
 
 fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
-    let parent = data_parent(a.dir.as_deref())?;
+    let parent = data_parent(a.work.dir.as_deref())?;
     let machine = Machine::probe(&parent);
     println!(
         "shmraft bench: {} nodes, {} B values, {}% reads, {} on {} CPUs ({}), {} GiB, data in {} ({})",
@@ -232,10 +229,10 @@ fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
     );
     let baselines = baseline::measure(&parent, a.size as u64)?;
     print!("{}", report::baselines_text(&baselines));
-    let configs: Vec<(String, u64)> = a
+    let configs: Vec<(FsyncPolicy, u64)> = a
         .fsync
         .iter()
-        .flat_map(|p| a.clients.iter().map(move |&c| (p.clone(), c)))
+        .flat_map(|&p| a.clients.iter().map(move |&c| (p, c)))
         .collect();
     let per_config = match a.ops {
         Some(n) => n,
@@ -252,7 +249,7 @@ fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
         let r = run_config(
             a,
             &parent,
-            policy,
+            *policy,
             *clients,
             &baselines,
             &|done, elapsed| {
@@ -271,8 +268,9 @@ fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
         bar.set_position(base + per_config);
         bar.suspend(|| {
             println!(
-                "  {policy:<12} {clients:>4} clients: {:>9.0} ops/s, p50 {:.1} us, p99 {:.1} us \
+                "  {:<12} {clients:>4} clients: {:>9.0} ops/s, p50 {:.1} us, p99 {:.1} us \
                  (raw fdatasync p50 just before: {:.1} us){}",
+                policy.to_string(),
                 r.ops_per_s,
                 r.latency_us_p50,
                 r.latency_us_p99,
@@ -301,7 +299,7 @@ fn run_inner(a: &BenchArgs) -> anyhow::Result<()> {
         baselines,
         results,
     };
-    if let Some(p) = &a.json {
+    if let Some(p) = &a.output.json {
         std::fs::write(p, serde_json::to_vec_pretty(&rep)?)
             .with_context(|| format!("writing {}", p.display()))?;
         println!("wrote {}", p.display());
@@ -331,17 +329,19 @@ fn sample(
 fn run_config(
     a: &BenchArgs,
     parent: &std::path::Path,
-    policy: &str,
+    policy: FsyncPolicy,
     clients: u64,
     baselines: &baseline::Baselines,
     progress: &dyn Fn(u64, Duration),
 ) -> anyhow::Result<ConfigResult> {
     let spec = ClusterArgs {
         nodes: a.nodes,
-        dir: PathBuf::new(),
-        fsync: policy.to_string(),
-        election_timeout_ms: a.election_timeout_ms,
-        heartbeat_ms: (a.election_timeout_ms.0 / 5).max(1),
+        cluster: ClusterDirArg {
+            dir: PathBuf::new(),
+        },
+        sync: FsyncArg { fsync: policy },
+        timing: a.timing.clone(),
+        heartbeat_ms: (a.timing.election_timeout_ms.0 / 5).max(1),
         tick_ms: None,
         spin_us: a.spin_us,
         snapshot_entries: a.snapshot_entries,
@@ -353,8 +353,9 @@ fn run_config(
     // CPU kept busy as during the run (see `Baselines::fdatasync_us_p50`).
     let fdatasync_before = baseline::fdatasync_busy(parent, a.size as u64, 300)?.p50_us;
     let keep = a
+        .work
         .keep
-        .then(|| format!("bench-{}-{clients}", policy.replace(':', "_")));
+        .then(|| format!("bench-{}-{clients}", policy.to_string().replace(':', "_")));
     let cluster = BenchCluster::start(&spec, parent, keep.as_deref())?;
     let mut status_client = Client::new(cluster.client_config())?;
     let load = LoadSpec {

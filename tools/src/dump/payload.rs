@@ -4,7 +4,7 @@
 //! [`PayloadPrinter`] turns one payload into one line. Built in: `hex` (the first bytes in hex),
 //! `kv` (the node's client-session envelope around a key-value command, falling back to a bare
 //! KV command, then to hex), and `none`. Embedders with their own state machine implement the
-//! trait and call [`crate::raft_dump::run_with_printer`].
+//! trait and call [`crate::dump::raft_dump::run_with_printer`].
 
 use shmraft_consensus::kv::KvCommand;
 use shmraft_consensus::session::SessionCommand;

@@ -26,6 +26,7 @@
 //! `wal open-bench` opens (recovers) the existing log in `--dir` several times with a warm page
 //! cache and reports the time `Storage::open` takes.
 
+use crate::args::{FsyncArg, JsonFlag};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -58,9 +59,8 @@ pub struct BenchArgs {
     /// Payload bytes per entry.
     #[arg(long, default_value_t = 256)]
     pub size: u64,
-    /// fsync policy: always, batch, batch:<delay_us>:<bytes>, interval:<ms>, never.
-    #[arg(long, default_value = "always")]
-    pub fsync: FsyncPolicy,
+    #[command(flatten)]
+    pub sync: FsyncArg,
     /// Segment file size, MiB.
     #[arg(long = "segment-mib", default_value_t = 64)]
     pub segment_mib: u64,
@@ -76,9 +76,8 @@ pub struct BenchArgs {
     /// Skip the baselines.
     #[arg(long)]
     pub no_baselines: bool,
-    /// Print one JSON object (field names carry their units).
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// Recovery (open) benchmark of an existing log.
@@ -90,9 +89,8 @@ pub struct OpenBenchArgs {
     /// Timed opens (after one warm-up open).
     #[arg(long, default_value_t = 5)]
     pub runs: u32,
-    /// Print one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// What one `wal bench` run measured. Field names carry their units.
@@ -159,7 +157,7 @@ impl BenchParams {
             dir: a.dir.clone(),
             entries: a.entries,
             size: a.size,
-            policy: a.fsync,
+            policy: a.sync.fsync,
             segment_bytes: a.segment_mib.saturating_mul(1 << 20),
             zero_fill: a.zero_fill,
             baseline_syncs: a.baseline_syncs,
@@ -575,7 +573,7 @@ pub fn run_bench_cmd(a: &BenchArgs) -> ExitCode {
     }
     match run_bench(&BenchParams::from_args(a)) {
         Ok(r) => {
-            if a.json {
+            if a.output.json {
                 match serde_json::to_string(&r) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
@@ -673,7 +671,7 @@ pub fn run_open_bench_cmd(a: &OpenBenchArgs) -> ExitCode {
     }
     match run_open_bench(&a.dir, a.runs) {
         Ok(r) => {
-            if a.json {
+            if a.output.json {
                 match serde_json::to_string(&r) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {

@@ -5,8 +5,9 @@
 //! not have taken effect). Retries inside one invocation reuse the same client id and sequence
 //! number, so a write is applied at most once.
 
-use crate::cluster_file::ClusterFile;
-use shmraft_consensus::node::client::{Client, ClientConfig, ClientError};
+use crate::cli::cluster_file::ClusterFile;
+use shmraft_consensus::kv::client::KvClient;
+use shmraft_consensus::node::client::{ClientConfig, ClientError};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,10 +42,10 @@ pub enum KvOp {
     Delete { key: String },
 }
 
-pub fn client_for(dir: &std::path::Path) -> anyhow::Result<Client> {
+pub fn client_for(dir: &std::path::Path) -> anyhow::Result<KvClient> {
     let cf = ClusterFile::load(dir)?;
-    let cfg = ClientConfig::new(cf.runtime_dir.clone(), cf.cluster_id, cf.voters());
-    Ok(Client::new(cfg)?)
+    let cfg = ClientConfig::new(cf.runtime_dir.clone(), cf.voters()).with_cluster_id(cf.cluster_id);
+    Ok(KvClient::new(cfg)?)
 }
 
 pub fn run(a: &KvArgs) -> ExitCode {
@@ -75,7 +76,11 @@ pub fn run(a: &KvArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e @ ClientError::Unknown(_)) => {
-            eprintln!("shmraft kv: {e}");
+            // The retry the message offers needs this process's session, which ends with it.
+            eprintln!(
+                "shmraft kv: {e}\nshmraft kv: this command's session ends with it, so running \
+                 the command again is a new write, not a retry: read the key first"
+            );
             ExitCode::from(EXIT_UNKNOWN)
         }
         Err(e) => {

@@ -13,16 +13,19 @@
 //!
 //! Torture supervises the node processes itself (it must know which exits it caused).
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
-use crate::cluster_file::{ClusterFile, parse_range_ms};
-use crate::nemesis::{Fault, apply};
-use crate::status_cmd::collect;
+use crate::args::{ClusterDirArg, ElectionTimeoutArg, FsyncArg, JsonFlag};
+use crate::chaos::nemesis::{Fault, apply};
+use crate::cli::cluster::{
+    ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs,
+};
+use crate::cli::cluster_file::ClusterFile;
+use crate::cli::status::collect;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shmraft_consensus::history::{HistoryWriter, OpKind, Operation};
+use shmraft_consensus::kv::client::KvClient;
 use shmraft_consensus::lincheck::{CheckOutcome, check_history};
-use shmraft_consensus::node::client::{Client, ClientConfig, ClientError};
-use shmraft_storage::FsyncPolicy;
+use shmraft_consensus::node::client::{ClientConfig, ClientError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode};
@@ -32,6 +35,7 @@ use std::time::{Duration, Instant};
 
 /// Run a workload under random faults and check linearizability and durability.
 #[derive(clap::Args, Debug, Clone)]
+#[command(mut_arg("election_timeout_ms", |a| a.default_value("100-200")))]
 pub struct TortureArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
@@ -39,9 +43,8 @@ pub struct TortureArgs {
     /// How long faults are injected, seconds (then heal and check).
     #[arg(long, default_value_t = 30)]
     pub duration_s: u64,
-    /// fsync policy of every node.
-    #[arg(long, default_value = "always")]
-    pub fsync: String,
+    #[command(flatten)]
+    pub sync: FsyncArg,
     /// Faults to inject, comma-separated: kill, pause, partition, powercut (or "none").
     #[arg(long, default_value = "kill,pause,partition,powercut")]
     pub faults: String,
@@ -60,18 +63,16 @@ pub struct TortureArgs {
     /// Cluster directory (default: a temporary one, kept only if the run fails).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Election timeout range in milliseconds.
-    #[arg(long, default_value = "100-200", value_parser = parse_range_ms)]
-    pub election_timeout_ms: (u64, u64),
+    #[command(flatten)]
+    pub timing: ElectionTimeoutArg,
     /// Snapshot every this many entries (small, so snapshots and InstallSnapshot happen).
     #[arg(long, default_value_t = 500)]
     pub snapshot_entries: u64,
     /// Time budget of the linearizability check, seconds.
     #[arg(long, default_value_t = 120)]
     pub check_timeout_s: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: JsonFlag,
     /// Put every node's data directory on its own crash file system mount: a power cut
     /// crashes the mount (unsynced writes dropped by the file system, not by the log's own
     /// ledger), remounts it and restarts the node. Needs /dev/fuse and root (or fusermount3).
@@ -122,10 +123,10 @@ pub struct TortureReport {
     pub nodes_died_on_their_own: Vec<String>,
     pub violations: Vec<String>,
     pub dir: String,
-    /// How power cuts were simulated (crate::crashfs_nodes::power_cut_model).
+    /// How power cuts were simulated (super::crashfs_nodes::power_cut_model).
     pub power_cut_model: String,
     /// What the crash-fs power cuts did (with `--crash-fs`).
-    pub crash_fs: Option<crate::crashfs_nodes::CrashFsStats>,
+    pub crash_fs: Option<super::crashfs_nodes::CrashFsStats>,
 }
 
 struct Supervisor {
@@ -137,7 +138,7 @@ struct Supervisor {
     paused: HashMap<u64, Instant>,
     died: Vec<String>,
     /// The nodes' crash file system mounts (with `--crash-fs`).
-    crashfs: Option<crate::crashfs_nodes::CrashFsNodes>,
+    crashfs: Option<super::crashfs_nodes::CrashFsNodes>,
 }
 
 impl Supervisor {
@@ -218,7 +219,7 @@ fn client_loop(
     out: Arc<Mutex<Vec<Operation>>>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (client_no.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-    let mut client = match Client::new(cfg.clone()) {
+    let mut client = match KvClient::new(cfg.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("client {client_no}: {e}");
@@ -273,7 +274,7 @@ fn client_loop(
             Err(ClientError::SessionExpired) => {
                 op.ok = false;
                 op.ret = None;
-                if let Ok(c) = Client::new(cfg.clone()) {
+                if let Ok(c) = KvClient::new(cfg.clone()) {
                     client = c;
                 }
             }
@@ -306,11 +307,11 @@ fn lost_appends(ops: &[Operation], finals: &HashMap<String, String>) -> (usize, 
 }
 
 pub fn run(a: &TortureArgs) -> ExitCode {
-    crate::node_cmd::init_logging_quiet();
+    crate::cli::node::init_logging_quiet();
     match torture(a) {
         Ok(report) => {
             let failed = !report.violations.is_empty();
-            if a.json {
+            if a.output.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -380,10 +381,7 @@ fn print_report(r: &TortureReport) {
 
 pub(crate) fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
     let faults = parse_faults(&a.faults)?;
-    let policy: FsyncPolicy = a
-        .fsync
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--fsync: {e}"))?;
+    let policy = a.sync.fsync;
     if a.clients == 0 || a.keys == 0 {
         anyhow::bail!("--clients and --keys must be at least 1");
     }
@@ -401,10 +399,10 @@ pub(crate) fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
     sweep_stale_runtime_dirs();
     let cf = prepare(&ClusterArgs {
         nodes: a.nodes,
-        dir: dir.clone(),
-        fsync: a.fsync.clone(),
-        election_timeout_ms: a.election_timeout_ms,
-        heartbeat_ms: (a.election_timeout_ms.0 / 5).max(1),
+        cluster: ClusterDirArg { dir: dir.clone() },
+        sync: a.sync.clone(),
+        timing: a.timing.clone(),
+        heartbeat_ms: (a.timing.election_timeout_ms.0 / 5).max(1),
         tick_ms: None,
         spin_us: 10,
         snapshot_entries: a.snapshot_entries,
@@ -414,7 +412,7 @@ pub(crate) fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
     })?;
     let dir = std::fs::canonicalize(&dir)?;
     let crashfs = match a.crash_fs {
-        true => Some(crate::crashfs_nodes::CrashFsNodes::mount_all(&dir, &cf)?),
+        true => Some(super::crashfs_nodes::CrashFsNodes::mount_all(&dir, &cf)?),
         false => None,
     };
     let mut sup = Supervisor {
@@ -431,7 +429,7 @@ pub(crate) fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
         fsync: policy.to_string(),
         duration_s: a.duration_s,
         dir: dir.display().to_string(),
-        power_cut_model: crate::crashfs_nodes::power_cut_model(a.crash_fs).into(),
+        power_cut_model: super::crashfs_nodes::power_cut_model(a.crash_fs).into(),
         ..Default::default()
     };
     let result = drive(a, &faults, &mut rng, &mut sup, &cf, &mut report);
@@ -488,7 +486,8 @@ fn drive(
     wait_for("a first leader", Duration::from_secs(30), || {
         collect(&dir).is_ok_and(|s| s.iter().any(|n| n.alive && n.role == "leader"))
     })?;
-    let client_cfg = ClientConfig::new(cf.runtime_dir.clone(), cf.cluster_id, cf.voters());
+    let client_cfg =
+        ClientConfig::new(cf.runtime_dir.clone(), cf.voters()).with_cluster_id(cf.cluster_id);
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(Mutex::new(Vec::new()));
@@ -583,7 +582,7 @@ fn drive(
     for t in threads {
         let _ = t.join();
     }
-    let mut final_client = Client::new(client_cfg.clone())?;
+    let mut final_client = KvClient::new(client_cfg.clone())?;
     let t = Duration::from_secs(10);
     final_client
         .put(b"torture-barrier", b"done", t)

@@ -1,10 +1,10 @@
 //! `shmraft node --dir D --id I`: one node process (spawned by `shmraft cluster`, or by hand)
 //! running the built-in key-value state machine.
 
-use crate::cluster_file::{ClusterFile, PID_FILE_NAME};
+use crate::args::ClusterDirArg;
+use crate::cli::cluster_file::{ClusterFile, PID_FILE_NAME};
 use shmraft_consensus::KvStateMachine;
 use shmraft_consensus::node::Node;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -16,9 +16,8 @@ pub const PARENT_PID_ENV: &str = "SHMRAFT_PARENT_PID";
 /// Run one node of the cluster in D.
 #[derive(clap::Args, Debug)]
 pub struct NodeArgs {
-    /// The cluster directory (holds cluster.json).
-    #[arg(long)]
-    pub dir: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterDirArg,
     /// This node's id (as listed in cluster.json).
     #[arg(long)]
     pub id: u64,
@@ -52,14 +51,14 @@ pub fn init_logging_quiet() {
 
 pub fn run(a: &NodeArgs) -> ExitCode {
     init_logging();
-    let cf = match ClusterFile::load(&a.dir) {
+    let cf = match ClusterFile::load(&a.cluster.dir) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shmraft node: {e:#}");
             return ExitCode::from(2);
         }
     };
-    let cfg = match cf.node_config(&a.dir, a.id) {
+    let cfg = match cf.node_config(&a.cluster.dir, a.id) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shmraft node: {e:#}");
@@ -101,7 +100,7 @@ pub fn run(a: &NodeArgs) -> ExitCode {
     // Fault-matrix C5: a node that has run before but finds its data directory gone or empty
     // lost its term, its vote and its log. Starting it as a fresh node could let it vote twice
     // in one term or help elect a leader missing committed entries, so refuse, and say why.
-    let marker = crate::cluster_file::initialized_marker(&a.dir, a.id);
+    let marker = crate::cli::cluster_file::initialized_marker(&a.cluster.dir, a.id);
     let empty = std::fs::read_dir(&data_dir).map_or(true, |mut d| d.next().is_none());
     if marker.exists() && empty {
         eprintln!(

@@ -6,7 +6,8 @@
 //! Also `shmraft crashfs-soak`: torture runs with crash-fs power cuts until a number of them
 //! has been injected, with one summary report.
 
-use crate::cluster_file::ClusterFile;
+use crate::args::{ElectionTimeoutArg, FsyncArg, JsonFlag};
+use crate::cli::cluster_file::ClusterFile;
 use serde::Serialize;
 use shmraft_crashfs::{CrashFsMount, CrashPlan};
 use std::collections::{BTreeMap, HashMap};
@@ -113,9 +114,8 @@ impl CrashFsNodes {
 /// were injected, then one report.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SoakArgs {
-    /// fsync policy of every node.
-    #[arg(long, default_value = "always")]
-    pub fsync: String,
+    #[command(flatten)]
+    pub sync: FsyncArg,
     /// Stop after this many power cuts (summed over runs).
     #[arg(long, default_value_t = 1000)]
     pub power_cuts: u64,
@@ -148,10 +148,10 @@ pub struct SoakReport {
 }
 
 pub fn run_soak(a: &SoakArgs) -> std::process::ExitCode {
-    crate::node_cmd::init_logging_quiet();
+    crate::cli::node::init_logging_quiet();
     let start = std::time::Instant::now();
     let mut r = SoakReport {
-        fsync: a.fsync.clone(),
+        fsync: a.sync.fsync.to_string(),
         power_cut_model: power_cut_model(true).into(),
         ..SoakReport::default()
     };
@@ -159,14 +159,14 @@ pub fn run_soak(a: &SoakArgs) -> std::process::ExitCode {
         let seed = a.seed + r.runs;
         let t = soak_run_args(a, seed);
         r.runs += 1;
-        match crate::torture::torture(&t) {
+        match crate::chaos::torture::torture(&t) {
             Ok(rep) => add_run(&mut r, seed, &rep),
             Err(e) => r.failed_runs.push(format!("seed {seed}: {e:#}")),
         }
         r.wall_s = start.elapsed().as_secs();
         eprintln!(
             "crashfs-soak {}: run {} (seed {seed}): {} power cuts so far, {} acknowledged appends checked, {} lost, {} failed runs, {} s",
-            a.fsync,
+            r.fsync,
             r.runs,
             r.power_cuts,
             r.acknowledged_appends_checked,
@@ -187,26 +187,28 @@ pub fn run_soak(a: &SoakArgs) -> std::process::ExitCode {
     }
 }
 
-fn soak_run_args(a: &SoakArgs, seed: u64) -> crate::torture::TortureArgs {
-    crate::torture::TortureArgs {
+fn soak_run_args(a: &SoakArgs, seed: u64) -> crate::chaos::torture::TortureArgs {
+    crate::chaos::torture::TortureArgs {
         nodes: 3,
         duration_s: a.run_s,
-        fsync: a.fsync.clone(),
+        sync: a.sync.clone(),
         faults: "powercut".into(),
         clients: 3,
         keys: 8,
         seed: Some(seed),
         history: None,
         dir: None,
-        election_timeout_ms: (100, 200),
+        timing: ElectionTimeoutArg {
+            election_timeout_ms: (100, 200),
+        },
         snapshot_entries: 500,
         check_timeout_s: 120,
-        json: false,
+        output: JsonFlag { json: false },
         crash_fs: true,
     }
 }
 
-fn add_run(r: &mut SoakReport, seed: u64, rep: &crate::torture::TortureReport) {
+fn add_run(r: &mut SoakReport, seed: u64, rep: &crate::chaos::torture::TortureReport) {
     if let Some(c) = &rep.crash_fs {
         r.power_cuts += c.power_cuts;
         let s = &mut r.crash_fs;

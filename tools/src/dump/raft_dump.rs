@@ -20,7 +20,7 @@
 //! with `pread` into bounds-checked buffers), so it is safe on a live node's directory. A torn
 //! tail after the durable point is reported but is not corruption (recovery truncates it).
 
-use crate::payload::{PayloadMode, PayloadPrinter};
+use crate::dump::payload::{PayloadMode, PayloadPrinter};
 use clap::Parser;
 use serde_json::{Value, json};
 use shmraft_storage::format;

@@ -3,13 +3,12 @@
 //! only with `--restart`, and on Ctrl-C or SIGTERM stops every node cleanly and removes the
 //! cluster's runtime files.
 
-use crate::cluster_file::{
-    ClusterFile, ClusterNode, hold_path, live_node_pid, parse_range_ms, pid_alive,
-};
+use crate::args::{ClusterDirArg, ElectionTimeoutArg, FsyncArg};
+use crate::cli::cluster_file::{ClusterFile, ClusterNode, hold_path, live_node_pid, pid_alive};
 use shmraft_consensus::node::status::read_status_file;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,15 +20,12 @@ pub struct ClusterArgs {
     /// Number of nodes (ids 1..=N).
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
-    /// The cluster directory: cluster.json, node data directories, logs.
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// fsync policy: always, batch, batch:<delay_us>:<bytes>, interval:<ms>, never.
-    #[arg(long, default_value = "always")]
-    pub fsync: String,
-    /// Election timeout range in milliseconds, MIN-MAX.
-    #[arg(long, default_value = "150-300", value_parser = parse_range_ms)]
-    pub election_timeout_ms: (u64, u64),
+    #[command(flatten)]
+    pub cluster: ClusterDirArg,
+    #[command(flatten)]
+    pub sync: FsyncArg,
+    #[command(flatten)]
+    pub timing: ElectionTimeoutArg,
     /// Leader heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 30)]
     pub heartbeat_ms: u64,
@@ -61,12 +57,9 @@ pub fn prepare(a: &ClusterArgs) -> anyhow::Result<ClusterFile> {
     if a.nodes == 0 || a.nodes > 15 {
         anyhow::bail!("--nodes must be between 1 and 15, got {}", a.nodes);
     }
-    let _: shmraft_storage::FsyncPolicy = a
-        .fsync
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--fsync: {e}"))?;
-    std::fs::create_dir_all(&a.dir)?;
-    let dir = std::fs::canonicalize(&a.dir)?;
+    let (dir, election_timeout_ms) = (&a.cluster.dir, a.timing.election_timeout_ms);
+    std::fs::create_dir_all(dir)?;
+    let dir = std::fs::canonicalize(dir)?;
     std::fs::create_dir_all(dir.join("logs"))?;
     let cluster_id = match ClusterFile::load(&dir) {
         Ok(old) => old.cluster_id,
@@ -82,15 +75,15 @@ pub fn prepare(a: &ClusterArgs) -> anyhow::Result<ClusterFile> {
         version: 1,
         cluster_id,
         runtime_dir,
-        fsync: a.fsync.clone(),
-        election_timeout_ms: a.election_timeout_ms,
+        fsync: a.sync.fsync.to_string(),
+        election_timeout_ms,
         heartbeat_ms: a.heartbeat_ms,
         tick_ms: a
             .tick_ms
-            .unwrap_or(if a.election_timeout_ms.0 < 100 { 1 } else { 10 }),
+            .unwrap_or(if election_timeout_ms.0 < 100 { 1 } else { 10 }),
         snapshot_entries: a.snapshot_entries,
-        snapshot_bytes: crate::cluster_file::default_snapshot_bytes(),
-        compaction_retain_entries: crate::cluster_file::default_compaction_retain_entries(),
+        snapshot_bytes: crate::cli::cluster_file::default_snapshot_bytes(),
+        compaction_retain_entries: crate::cli::cluster_file::default_compaction_retain_entries(),
         segment_bytes: a.segment_bytes,
         ring_bytes: 1 << 20,
         spin_us: a.spin_us,
@@ -131,7 +124,7 @@ pub fn spawn_node_opts(dir: &Path, id: u64, exit_with_parent: bool) -> anyhow::R
         .arg(id.to_string())
         .args(exit_with_parent.then_some("--exit-with-parent"))
         .env(
-            crate::node_cmd::PARENT_PID_ENV,
+            crate::cli::node::PARENT_PID_ENV,
             std::process::id().to_string(),
         )
         .stdin(Stdio::null())
@@ -222,7 +215,7 @@ pub fn sweep_stale_runtime_dirs() {
 }
 
 pub fn run(a: &ClusterArgs) -> ExitCode {
-    crate::node_cmd::init_logging();
+    crate::cli::node::init_logging();
     let cf = match prepare(a) {
         Ok(c) => c,
         Err(e) => {
@@ -230,7 +223,7 @@ pub fn run(a: &ClusterArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dir = std::fs::canonicalize(&a.dir).unwrap_or_else(|_| a.dir.clone());
+    let dir = std::fs::canonicalize(&a.cluster.dir).unwrap_or_else(|_| a.cluster.dir.clone());
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {

@@ -13,24 +13,24 @@
 //! re-reads within a tick: `partition 1,2/3,4,5`, `isolate I`, `oneway I->J` (I's messages to J
 //! are dropped; J's to I still arrive), `heal`.
 
-use crate::cluster::spawn_node;
-use crate::cluster_file::{ClusterFile, hold_path, live_node_pid, pid_alive};
+use crate::args::ClusterDirArg;
+use crate::cli::cluster::spawn_node;
+use crate::cli::cluster_file::{ClusterFile, hold_path, live_node_pid, pid_alive};
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use shmraft_consensus::node::partition::{
     PartitionMatrix, read_partition_file, write_partition_file,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// Inject a fault into the cluster in D.
 #[derive(clap::Args, Debug)]
 pub struct NemesisArgs {
-    /// The cluster directory (holds cluster.json).
-    #[arg(long)]
-    pub dir: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterDirArg,
     #[command(subcommand)]
     pub fault: Fault,
 }
@@ -210,7 +210,7 @@ pub fn apply(dir: &Path, fault: &Fault) -> anyhow::Result<String> {
 }
 
 pub fn run(a: &NemesisArgs) -> ExitCode {
-    match apply(&a.dir, &a.fault) {
+    match apply(&a.cluster.dir, &a.fault) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS

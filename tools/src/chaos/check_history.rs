@@ -5,6 +5,7 @@
 //! which: a timeout is "unknown", never "linearizable"); 2 the file could not be read or a line is
 //! malformed (the message names the line).
 
+use crate::args::JsonFlag;
 use clap::Args;
 use serde_json::json;
 use shmraft_consensus::lincheck::{
@@ -26,9 +27,8 @@ pub struct CheckHistoryArgs {
     /// configurations for it would need more than this many MiB.
     #[arg(long = "max-memo-mb", default_value_t = 1024)]
     pub max_memo_mb: usize,
-    /// Print one machine-readable JSON object instead of the human report.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// Exit status: linearizable.
@@ -47,7 +47,7 @@ pub fn run(args: &CheckHistoryArgs) -> ExitCode {
     let checked = match check_history_file_with(&args.file, limits) {
         Ok(r) => r,
         Err(e) => {
-            if args.json {
+            if args.output.json {
                 println!("{}", bad_input_json(&e));
             } else {
                 eprintln!("check-history: {e}");
@@ -55,7 +55,7 @@ pub fn run(args: &CheckHistoryArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    if args.json {
+    if args.output.json {
         println!("{}", report_json(args, &checked));
     } else {
         print!("{}", report_text(args, &checked));
@@ -183,7 +183,7 @@ mod tests {
             file: f.path().to_owned(),
             timeout_s: 0,
             max_memo_mb: 1024,
-            json,
+            output: crate::args::JsonFlag { json },
         }
     }
 

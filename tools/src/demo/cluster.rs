@@ -4,11 +4,15 @@
 //! killed node and shows it catching up through InstallSnapshot, checks every acknowledged
 //! write and the state machine digests, prints a summary and cleans up.
 
-use crate::cluster::{ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs};
-use crate::cluster_file::ClusterFile;
-use crate::status_cmd::collect;
+use crate::args::{ClusterDirArg, ElectionTimeoutArg, FsyncArg};
+use crate::cli::cluster::{
+    ClusterArgs, prepare, spawn_node_opts, stop_all, sweep_stale_runtime_dirs,
+};
+use crate::cli::cluster_file::ClusterFile;
+use crate::cli::status::collect;
 use anyhow::{Context, bail};
-use shmraft_consensus::node::client::{Client, ClientConfig};
+use shmraft_consensus::kv::client::KvClient;
+use shmraft_consensus::node::client::ClientConfig;
 use shmraft_consensus::node::status::NodeStatus;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,13 +23,13 @@ use std::time::{Duration, Instant};
 
 /// Start a 3-node cluster, break it, heal it, and show that nothing acknowledged was lost.
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("fsync", |a| a.default_value("batch")))]
 pub struct DemoArgs {
     /// Cluster directory (default: a temporary one, removed at the end).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// fsync policy of the nodes.
-    #[arg(long, default_value = "batch")]
-    pub fsync: String,
+    #[command(flatten)]
+    pub sync: FsyncArg,
     /// Writes before the leader is killed.
     #[arg(long, default_value_t = 3000)]
     pub writes_before: u64,
@@ -75,7 +79,7 @@ fn write_phase(cfg: &ClientConfig, phase: &str, count: u64) -> anyhow::Result<(V
         .map(|t| {
             let (cfg, done, phase) = (cfg.clone(), done.clone(), phase.to_string());
             std::thread::spawn(move || -> anyhow::Result<Vec<String>> {
-                let mut c = Client::new(cfg)?;
+                let mut c = KvClient::new(cfg)?;
                 let mut acked = Vec::new();
                 for i in (t..count).step_by(CLIENTS as usize) {
                     let key = format!("{phase}-{i:06}");
@@ -123,7 +127,7 @@ fn snapshot_bytes(data_dir: &Path) -> u64 {
 }
 
 pub fn run(a: &DemoArgs) -> ExitCode {
-    crate::node_cmd::init_logging_quiet();
+    crate::cli::node::init_logging_quiet();
     let tmp;
     let dir = match &a.dir {
         Some(d) => d.clone(),
@@ -172,9 +176,13 @@ fn demo(
     sweep_stale_runtime_dirs();
     let cf = prepare(&ClusterArgs {
         nodes: 3,
-        dir: dir.to_path_buf(),
-        fsync: a.fsync.clone(),
-        election_timeout_ms: (150, 300),
+        cluster: ClusterDirArg {
+            dir: dir.to_path_buf(),
+        },
+        sync: a.sync.clone(),
+        timing: ElectionTimeoutArg {
+            election_timeout_ms: (150, 300),
+        },
         heartbeat_ms: 30,
         tick_ms: None,
         spin_us: 10,
@@ -209,7 +217,7 @@ fn demo(
         started.elapsed().as_millis()
     );
 
-    let cfg = ClientConfig::new(cf.runtime_dir.clone(), cf.cluster_id, cf.voters());
+    let cfg = ClientConfig::new(cf.runtime_dir.clone(), cf.voters()).with_cluster_id(cf.cluster_id);
     section(&format!(
         "writing {} keys from {CLIENTS} clients",
         a.writes_before
@@ -291,7 +299,7 @@ fn demo(
     );
 
     section("checking");
-    let mut c = Client::new(cfg.clone())?;
+    let mut c = KvClient::new(cfg.clone())?;
     let mut missing = 0;
     for k in &acked {
         let v = c.get(k.as_bytes(), Duration::from_secs(10))?;

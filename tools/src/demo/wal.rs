@@ -12,9 +12,10 @@
 //! Everything happens in a temporary directory (or under `--dir D`) that is removed at the end
 //! unless `--keep` is given.
 
-use crate::payload::{KvPrinter, PayloadMode};
-use crate::raft_dump::{self, RaftDumpArgs, Target};
-use crate::wal_bench::{self, BenchParams};
+use crate::args::WorkDirArgs;
+use crate::bench::wal::{self as wal_bench, BenchParams};
+use crate::dump::payload::{KvPrinter, PayloadMode};
+use crate::dump::raft_dump::{self, RaftDumpArgs, Target};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use shmraft_consensus::kv::KvCommand;
@@ -28,12 +29,9 @@ use std::process::ExitCode;
 /// Run the interim storage demo.
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Work under this directory instead of a temporary one.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Keep the demo's logs (and print where they are) instead of removing them.
-    #[arg(long)]
-    pub keep: bool,
+    // With --keep, the demo prints where its logs are.
+    #[command(flatten)]
+    pub work: WorkDirArgs,
     /// Smaller benchmark runs (for tests and slow disks).
     #[arg(long)]
     pub quick: bool,
@@ -55,7 +53,7 @@ fn header(title: &str) {
 
 /// `shmraft demo`.
 pub fn run(a: &DemoArgs) -> ExitCode {
-    let (base, _tmp) = match &a.dir {
+    let (base, _tmp) = match &a.work.dir {
         Some(d) => {
             let p = d.join(format!("shmraft-demo-{}", std::process::id()));
             (p, None)
@@ -70,7 +68,7 @@ pub fn run(a: &DemoArgs) -> ExitCode {
     };
     let r = demo(&base, a.quick);
     let _ = std::io::stdout().flush();
-    if a.keep {
+    if a.work.keep {
         println!("\nkept the demo's logs in {}", base.display());
         if let Some(t) = _tmp {
             let _ = t.keep();
@@ -242,7 +240,11 @@ fn demo(base: &Path, quick: bool) -> Result<()> {
     let stdout = std::io::stdout();
     {
         let mut out = stdout.lock();
-        raft_dump::run_with_printer(&dump_args(&crash), &crate::payload::NonePrinter, &mut out)?;
+        raft_dump::run_with_printer(
+            &dump_args(&crash),
+            &crate::dump::payload::NonePrinter,
+            &mut out,
+        )?;
         let from = survived.saturating_sub(2).max(1);
         println!(
             "\n$ raft-dump {} --entries --from {from} --to {survived} --payload kv",

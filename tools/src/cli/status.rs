@@ -1,20 +1,20 @@
 //! `shmraft status --dir D [--json]`: each node's last published status (its `status.json`),
 //! with `alive` taken from whether its process runs.
 
-use crate::cluster_file::{ClusterFile, live_node_pid};
+use crate::args::{ClusterDirArg, JsonFlag};
+use crate::cli::cluster_file::{ClusterFile, live_node_pid};
 use shmraft_consensus::node::status::{NodeStatus, read_status_file};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Show every node's role, term, indexes and log size.
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
-    /// The cluster directory (holds cluster.json).
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Print `{"nodes":[...]}` as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub cluster: ClusterDirArg,
+    // Prints `{"nodes":[...]}`.
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 /// The status of every node of the cluster in `dir`; a node that never ran or whose status
@@ -45,14 +45,14 @@ pub fn collect(dir: &Path) -> anyhow::Result<Vec<NodeStatus>> {
 }
 
 pub fn run(a: &StatusArgs) -> ExitCode {
-    let nodes = match collect(&a.dir) {
+    let nodes = match collect(&a.cluster.dir) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("shmraft status: {e:#}");
             return ExitCode::from(2);
         }
     };
-    if a.json {
+    if a.output.json {
         println!("{}", serde_json::json!({ "nodes": nodes }));
         return ExitCode::SUCCESS;
     }
