@@ -12,7 +12,7 @@
 //! A segment without a ledger slot is fully synced (its slot is freed once a sealed segment is
 //! synced to its end).
 
-use crate::error::{Result, StorageError};
+use crate::error::{FatalError, Result, StorageError};
 use crate::format::{
     self, LDG_HARD_STATE_SYNCED_GEN, LDG_HEADER_CRC, LDG_SLOT_COUNT, LDG_SLOT_SEQ, LDG_SLOT_SYNCED,
     LDG_VERSION, LEDGER_FILE, LEDGER_FILE_BYTES, LEDGER_HEADER_BYTES, LEDGER_MAGIC,
@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A parsed ledger image (read-only view, used by recovery, power cuts and the inspector).
@@ -184,6 +185,14 @@ impl Ledger {
             }
         }
         None
+    }
+
+    /// Makes the slots durable (msync of the ledger). Called after a slot is taken, before its
+    /// segment holds records: a ledger image older than the allocation would not name the
+    /// segment, and a segment absent from the ledger counts as fully synced (found by the crash
+    /// file system, docs/CRASHFS.md). Stale *offsets* only under-report, which is safe.
+    pub(crate) fn sync_slots(&self) -> Result<(), Arc<FatalError>> {
+        sys::msync(&self.map, 0, LEDGER_FILE_BYTES as u64, &self.path, &None)
     }
 
     /// Records that segment slot `slot` is synced up to `synced` bytes.

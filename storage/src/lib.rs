@@ -131,6 +131,11 @@ impl Storage {
                 .mode(0o700)
                 .create(dir)
                 .map_err(|e| StorageError::io("creating data directory", dir, e))?;
+            // The new directory's own name must be durable before anything in it is acknowledged
+            // (storage-rules 2; found by the crash file system, docs/CRASHFS.md).
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            sys::fsync_dir(parent.unwrap_or(Path::new(".")), &opts.faults)
+                .map_err(StorageError::Fatal)?;
         }
         let lock = DirLock::acquire(dir)?;
         let (ledger, before) = ledger::Ledger::open(dir, &opts.faults)?;

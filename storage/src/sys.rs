@@ -24,6 +24,7 @@ pub struct FaultInjector {
     alloc_errno: AtomicI32,
     snapshot_write_errno: AtomicI32,
     dir_sync_errno: AtomicI32,
+    skip_dir_syncs: std::sync::atomic::AtomicBool,
 }
 
 impl FaultInjector {
@@ -41,6 +42,12 @@ impl FaultInjector {
     pub fn fail_directory_syncs(&self, errno: i32) {
         self.dir_sync_errno.store(errno, Ordering::SeqCst);
     }
+    /// A deliberate bookkeeping bug: every directory fsync returns success without syncing.
+    /// The ledger-based [`crate::power_cut`] cannot see it; the crash file system can
+    /// (crashfs/tests/bookkeeping_bug.rs).
+    pub fn skip_directory_syncs(&self) {
+        self.skip_dir_syncs.store(true, Ordering::SeqCst);
+    }
     /// Every space allocation (fallocate or zero fill of a new segment) fails with `errno`.
     pub fn fail_allocations(&self, errno: i32) {
         self.alloc_errno.store(errno, Ordering::SeqCst);
@@ -55,6 +62,7 @@ impl FaultInjector {
         self.alloc_errno.store(0, Ordering::SeqCst);
         self.snapshot_write_errno.store(0, Ordering::SeqCst);
         self.dir_sync_errno.store(0, Ordering::SeqCst);
+        self.skip_dir_syncs.store(false, Ordering::SeqCst);
     }
 
     fn sync_fault(&self) -> Option<io::Error> {
@@ -134,6 +142,12 @@ pub(crate) fn fdatasync(file: &File, path: &Path, faults: &Faults) -> Result<(),
 
 /// `fsync` of a directory, so a create/rename/unlink in it is durable (storage-rules 2).
 pub(crate) fn fsync_dir(dir: &Path, faults: &Faults) -> Result<(), Arc<FatalError>> {
+    if faults
+        .as_ref()
+        .is_some_and(|f| f.skip_dir_syncs.load(Ordering::SeqCst))
+    {
+        return Ok(());
+    }
     let dir_fault = faults.as_ref().and_then(|f| {
         let errno = f.dir_sync_errno.load(Ordering::SeqCst);
         (errno != 0).then(|| io::Error::from_raw_os_error(errno))

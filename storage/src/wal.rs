@@ -684,6 +684,9 @@ fn open_active_segment(
     act.seg
         .ledger_slot
         .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+    // A segment missing from the ledger counts as synced to its end: the slot must be on disk
+    // before the segment can hold anything unsynced (docs/DURABILITY.md, the sync ledger).
+    shared.ledger.sync_slots().map_err(StorageError::Fatal)?;
     st.dirty.push(act.seg.clone());
     Ok(active)
 }
@@ -1282,6 +1285,10 @@ impl Wal {
             }
             next.ledger_slot
                 .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            self.shared
+                .ledger
+                .sync_slots()
+                .map_err(|f| self.shared.poison(f))?;
             st.dirty.push(next.clone());
         }
         self.segs.push(SegEntry {
@@ -1389,6 +1396,7 @@ impl Wal {
             let slot = shared.ledger.alloc(seg.seq, cut);
             seg.ledger_slot
                 .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            shared.ledger.sync_slots().map_err(|f| shared.poison(f))?;
         } else {
             shared
                 .ledger
@@ -1479,6 +1487,7 @@ impl Wal {
             let slot = shared.ledger.alloc(next.seq, SEGMENT_HEADER_BYTES);
             next.ledger_slot
                 .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+            shared.ledger.sync_slots().map_err(|f| shared.poison(f))?;
             st.dirty.push(next.clone());
             self.active = Active {
                 write_pos: SEGMENT_HEADER_BYTES,

@@ -53,6 +53,8 @@ pub enum Command {
     Nemesis(chaos::nemesis::NemesisArgs),
     /// A concurrent workload under random faults, then a linearizability and durability check.
     Torture(chaos::torture::TortureArgs),
+    /// Torture runs with crash file system power cuts until N of them, then one report.
+    CrashfsSoak(chaos::crashfs_nodes::SoakArgs),
     /// Write-ahead log tools: benchmark appends and recovery, storage demo.
     #[command(subcommand)]
     Wal(WalCommand),
@@ -120,6 +122,7 @@ where
         Command::Status(a) => cli::status::run(&a),
         Command::Nemesis(a) => chaos::nemesis::run(&a),
         Command::Torture(a) => chaos::torture::run(&a),
+        Command::CrashfsSoak(a) => chaos::crashfs_nodes::run_soak(&a),
         Command::Wal(WalCommand::Demo(a)) => demo::wal::run(&a),
         Command::Wal(WalCommand::Bench(a)) => bench::wal::run_bench_cmd(&a),
         Command::Wal(WalCommand::OpenBench(a)) => bench::wal::run_open_bench_cmd(&a),

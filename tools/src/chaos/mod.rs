@@ -3,6 +3,7 @@
 //! `shmraft check-history` (the linearizability check of a recorded history).
 
 pub mod check_history;
+pub mod crashfs_nodes;
 pub mod durability;
 pub mod nemesis;
 pub mod torture;

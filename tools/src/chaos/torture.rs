@@ -86,6 +86,11 @@ pub struct TortureArgs {
     pub check_timeout_s: u64,
     #[command(flatten)]
     pub output: JsonFlag,
+    /// Put every node's data directory on its own crash file system mount: a power cut
+    /// crashes the mount (unsynced writes dropped by the file system, not by the log's own
+    /// ledger), remounts it and restarts the node. Needs /dev/fuse and root (or fusermount3).
+    #[arg(long)]
+    pub crash_fs: bool,
 }
 
 /// What a run found.
@@ -115,6 +120,10 @@ pub struct TortureReport {
     pub nodes_died_on_their_own: Vec<String>,
     pub violations: Vec<String>,
     pub dir: String,
+    /// How power cuts were simulated (super::crashfs_nodes::power_cut_model).
+    pub power_cut_model: String,
+    /// What the crash-fs power cuts did (with `--crash-fs`).
+    pub crash_fs: Option<super::crashfs_nodes::CrashFsStats>,
 }
 
 struct Supervisor {
@@ -127,6 +136,8 @@ struct Supervisor {
     died: Vec<String>,
     /// When each injected fault was in effect, on the history's clock.
     timeline: FaultTimeline,
+    /// The nodes' crash file system mounts (with `--crash-fs`).
+    crashfs: Option<super::crashfs_nodes::CrashFsNodes>,
 }
 
 impl Supervisor {
@@ -336,6 +347,19 @@ fn print_report(r: &TortureReport) {
     let mut f: Vec<_> = r.faults.iter().collect();
     f.sort();
     println!("  faults injected: {f:?}");
+    println!("  power-cut model: {}", r.power_cut_model);
+    if let Some(c) = &r.crash_fs {
+        println!(
+            "  crash-fs power cuts: {} {:?}; unsynced ops {} (kept {}, torn {}, lost {}); directories reverted {}",
+            c.power_cuts,
+            c.modes,
+            c.unsynced_ops,
+            c.ops_kept,
+            c.ops_torn,
+            c.ops_lost,
+            c.dirs_reverted
+        );
+    }
     println!(
         "  linearizable: {} (checked in {:.1} s)",
         r.linearizable, r.linearizability_check_s
@@ -373,7 +397,7 @@ fn print_report(r: &TortureReport) {
     }
 }
 
-fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
+pub(crate) fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
     let faults = &a.faults.0;
     let policy = a.sync.fsync;
     if a.clients == 0 || a.keys == 0 {
@@ -407,6 +431,10 @@ fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
     let dir = std::fs::canonicalize(&dir)?;
     // The history's clock: operation times and fault times are ns since this instant.
     let clock = Instant::now();
+    let crashfs = match a.crash_fs {
+        true => Some(super::crashfs_nodes::CrashFsNodes::mount_all(&dir, &cf)?),
+        false => None,
+    };
     let mut sup = Supervisor {
         dir: dir.clone(),
         cf: cf.clone(),
@@ -415,16 +443,22 @@ fn torture(a: &TortureArgs) -> anyhow::Result<TortureReport> {
         paused: HashMap::new(),
         died: Vec::new(),
         timeline: FaultTimeline::new(clock),
+        crashfs,
     };
     let mut report = TortureReport {
         seed,
         fsync: policy.to_string(),
         duration_s: a.duration_s,
         dir: dir.display().to_string(),
+        power_cut_model: super::crashfs_nodes::power_cut_model(a.crash_fs).into(),
         ..Default::default()
     };
     let result = drive(a, clock, &mut rng, &mut sup, &cf, &mut report);
     stop_all(&cf, &mut sup.children, Duration::from_secs(10));
+    if let Some(c) = sup.crashfs.as_mut() {
+        report.crash_fs = Some(c.stats.clone());
+        c.unmount_all()?;
+    }
     result?;
     report.nodes_died_on_their_own = sup.died.clone();
     judge(&mut report, policy, faults);
@@ -602,7 +636,10 @@ fn inject_faults(
                     let _ = c.wait();
                 }
                 if kind == FaultKind::Powercut {
-                    power_cut(cf, v, rng.random())?;
+                    match sup.crashfs.as_mut() {
+                        Some(c) => c.power_cut(v, rng.random())?,
+                        None => power_cut(cf, v, rng.random())?,
+                    }
                 }
                 sup.timeline.begin(kind, Some(v));
                 sup.restart_at.insert(v, back);

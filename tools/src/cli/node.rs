@@ -42,7 +42,7 @@ pub fn init_logging() {
 /// For commands that print a report: only warnings and errors unless RUST_LOG says otherwise.
 pub fn init_logging_quiet() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
