@@ -1,7 +1,7 @@
 //! Recovery (open) time against log size: 16, 64 and 256 MiB of 4 KiB entries in 64 MiB
-//! segments, synced and closed, reopened with a warm page cache. storage-rules 13: sealed
-//! segments are opened through their footers, so the time should follow the open segment, not
-//! the total size. Only `Storage::open` is timed.
+//! segments, synced and closed, reopened with a warm page cache. storage rule 13 of docs/RULES.md:
+//! sealed segments are opened through their footers, so the time should follow the open segment,
+//! not the total size. Only `Storage::open` is timed.
 //!
 //! Run: `cargo bench --bench wal_recovery` (not part of the test suite).
 

@@ -1,5 +1,6 @@
-//! Fault-matrix rows C1-C10 against real node processes (sized for CI: seconds each). Every wait
-//! is on a condition with a deadline; every cluster is torn down when its handle drops.
+//! Fault-matrix rows C1-C10 of docs/FAULTS.md against real node processes (sized for CI: seconds
+//! each). Every wait is on a condition with a deadline; every cluster is torn down when its handle
+//! drops.
 
 mod cluster_support;
 

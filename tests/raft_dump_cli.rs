@@ -1,5 +1,6 @@
 //! `raft-dump` as a user runs it: the real binary on real data directories, clean, damaged,
-//! random, zeroed, truncated and live (fault-matrix S6, S8; storage-rules 3, 7).
+//! random, zeroed, truncated and live (fault-matrix rows S6, S8 of docs/FAULTS.md; storage rules 3,
+//! 7 of docs/RULES.md).
 
 use shmraft::storage::inspect;
 use shmraft::storage::{EntryKind, FsyncPolicy, LogIndex, LogTerm, Storage, StorageOptions};

@@ -1,4 +1,5 @@
-//! Configuration of the Raft core. Every limit has a unit in its name (style rule 7).
+//! Configuration of the Raft core. Every limit has a unit in its name (style rule 7
+//! of docs/STYLE.md).
 
 use crate::types::NodeId;
 use thiserror::Error;
@@ -25,16 +26,18 @@ pub enum ReadMode {
 #[cfg(feature = "bug-seeding")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BugSwitches {
-    /// Send vote grants before the vote is durable (breaks Raft §5.2 + storage rule 8).
+    /// Send vote grants before the vote is durable (breaks Raft §5.2 + storage rule 8
+    /// of docs/RULES.md).
     pub vote_without_persisting: bool,
     /// Commit an entry from a previous term by counting replicas (the Figure 8 bug, Raft §5.4.2).
     pub commit_previous_term_by_counting: bool,
-    /// Followers acknowledge appends before the entries are durable (storage rule 8).
+    /// Followers acknowledge appends before the entries are durable (storage rule 8
+    /// of docs/RULES.md).
     pub ack_before_sync: bool,
     /// Answer reads at the commit index without confirming leadership (Raft §6.4 / §8).
     pub read_without_read_index: bool,
     /// Ask the driver to compact the log as soon as a snapshot is requested, before the snapshot
-    /// is durable (storage rule 15).
+    /// is durable (storage rule 15 of docs/RULES.md).
     pub compact_before_snapshot_durable: bool,
     /// On restart, do not ask the driver to restore the state machine from the stored snapshot.
     pub forget_snapshot_on_restart: bool,

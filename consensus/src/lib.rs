@@ -28,8 +28,8 @@
 //!    received snapshot current and discard the whole log), `p.entries` (truncating the log from
 //!    `p.entries[0].index` first). Persist work is ordered: it completes after all earlier persist
 //!    work. When it is durable (fsync'd), send `p.messages` — votes and acknowledgements that must
-//!    not leave before the sync (storage rule 8) — and call `raft.on_persisted(p.id)`. The write
-//!    may run asynchronously while the loop continues.
+//!    not leave before the sync (storage rule 8 of docs/RULES.md) — and call
+//!    `raft.on_persisted(p.id)`. The write may run asynchronously while the loop continues.
 //! 5. If `rd.apply_snapshot` is `Some(meta)`: restore the state machine from the store's snapshot
 //!    (it is durable by now: at start-up, or after the install's `on_persisted`).
 //! 6. Apply `rd.committed` in order (skip `Noop` and `Membership` entries for the state machine
@@ -38,8 +38,8 @@
 //! 7. For each of `rd.read_states`, answer the read once the state machine has applied its
 //!    `index` (ReadIndex, thesis §6.4).
 //! 8. If `rd.snapshot_request` is `Some(i)`: snapshot the state machine (it has applied exactly up
-//!    to `i` now), write it durably (temp file, sync, rename, directory sync: storage rule 15),
-//!    then call `raft.on_snapshot_written(&meta)`.
+//!    to `i` now), write it durably (temp file, sync, rename, directory sync: storage rule 15
+//!    of docs/RULES.md), then call `raft.on_snapshot_written(&meta)`.
 //! 9. If `rd.compact_to` is `Some(i)`: drop log entries `<= i` (the snapshot covering them is
 //!    already durable).
 //! 10. Go to 1.

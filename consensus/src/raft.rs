@@ -118,7 +118,8 @@ pub struct Persist {
     pub install_snapshot: Option<SnapshotMeta>,
     /// Append these, first truncating every entry at or after `entries[0].index`.
     pub entries: Vec<Entry>,
-    /// Send only once this work is durable (votes, acknowledgements: storage rule 8).
+    /// Send only once this work is durable (votes, acknowledgements: storage rule 8
+    /// of docs/RULES.md).
     pub messages: Vec<Message>,
 }
 
@@ -719,7 +720,7 @@ impl<S: LogStore> Raft<S> {
                 self.msgs.push(m);
             } else {
                 // The candidate's own vote must be durable before it can count toward a leader
-                // of this term (Raft §5.2, storage rule 8).
+                // of this term (Raft §5.2, storage rule 8 of docs/RULES.md).
                 self.persisted_msgs.push(m);
             }
         }
@@ -1238,7 +1239,8 @@ impl<S: LogStore> Raft<S> {
         if self.cfg.bugs().vote_without_persisting {
             self.msgs.push(m);
         } else {
-            // Storage rule 8 / fault matrix S11: the vote is sent only after it is durable.
+            // Storage rule 8 of docs/RULES.md / fault-matrix row S11 of docs/FAULTS.md: the vote is
+            // sent only after it is durable.
             self.persisted_msgs.push(m);
         }
     }
@@ -1379,8 +1381,8 @@ impl<S: LogStore> Raft<S> {
         )
     }
 
-    /// Acknowledgements leave only after everything they describe is durable (storage rule 8,
-    /// Raft thesis §10.2.1: followers ack after persisting).
+    /// Acknowledgements leave only after everything they describe is durable (storage rule 8
+    /// of docs/RULES.md, Raft thesis §10.2.1: followers ack after persisting).
     fn push_ack(&mut self, m: Message) {
         if self.cfg.bugs().ack_before_sync {
             self.msgs.push(m);
@@ -1930,7 +1932,8 @@ impl<S: LogStore> Raft<S> {
                 .saturating_sub(self.cfg.compaction_retain_entries),
         );
         if let Role::Leader(ls) = &self.role {
-            // Storage rule 17: keep what an in-flight snapshot transfer's follower will need next.
+            // Storage rule 17 of docs/RULES.md: keep what an in-flight snapshot transfer's follower
+            // will need next.
             for pr in &ls.progress {
                 if let ProgressState::Snapshot(t) = &pr.state {
                     to = to.min(t.meta.last_included_index);

@@ -1,5 +1,5 @@
 //! The per-cluster runtime directory: creation with safe permissions, file naming, liveness of
-//! owners, and the start-up sweep of leftovers (ipc rule 8).
+//! owners, and the start-up sweep of leftovers (ipc rule 8 of docs/RULES.md).
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -105,8 +105,8 @@ pub struct SweepReport {
     pub removed: Vec<PathBuf>,
 }
 
-/// Removes leftovers of dead processes from a runtime directory (ipc rule 8): ring files whose
-/// writer pid is dead or whose header is invalid, FIFOs that no live process reads, and
+/// Removes leftovers of dead processes from a runtime directory (ipc rule 8 of docs/RULES.md): ring
+/// files whose writer pid is dead or whose header is invalid, FIFOs that no live process reads, and
 /// temporary files of dead creators. Files of live processes are left alone. Safe to run while
 /// other processes use the directory: a live owner's files always pass these checks (rings are
 /// renamed into place only with a valid header; FIFOs only once their owner holds them open).

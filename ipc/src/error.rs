@@ -18,7 +18,8 @@ pub enum SetupError {
         #[source]
         source: std::io::Error,
     },
-    /// The runtime directory exists but is not a private directory of this user (ipc rule 8).
+    /// The runtime directory exists but is not a private directory of this user (ipc rule 8
+    /// of docs/RULES.md).
     #[error(
         "runtime directory {path} is not safe to use: {detail}; remove it or fix its owner/mode (want a directory owned by uid {uid} with mode 0700)"
     )]
@@ -46,8 +47,8 @@ pub enum SetupError {
 /// Why a non-blocking send did not accept a batch. Nothing of the batch was sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The ring to this peer has no room for the whole batch: backpressure (ipc rule 7). A
-    /// `LinkEvent::Writable` is delivered once the receiver frees space.
+    /// The ring to this peer has no room for the whole batch: backpressure (ipc rule 7
+    /// of docs/RULES.md). A `LinkEvent::Writable` is delivered once the receiver frees space.
     #[error("ring to {peer} is full")]
     Full {
         /// The receiver.
@@ -123,7 +124,8 @@ pub enum ConnectError {
 }
 
 /// A ring header that cannot be attached. Returned by [`crate::RingHeader::decode`] and used in
-/// rejection reasons; every variant is the result of checking untrusted bytes (ipc rule 3).
+/// rejection reasons; every variant is the result of checking untrusted bytes (ipc rule 3
+/// of docs/RULES.md).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
     /// Fewer bytes than a header.
@@ -198,8 +200,8 @@ pub enum HeaderError {
     },
 }
 
-/// A protocol violation found on a link: the link is reset and the cause logged (ipc rule 3).
-/// Produced by hostile or corrupted shared memory, never by a correct peer.
+/// A protocol violation found on a link: the link is reset and the cause logged (ipc rule 3
+/// of docs/RULES.md). Produced by hostile or corrupted shared memory, never by a correct peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     /// The ring indices break `head <= tail <= head + capacity` or alignment.

@@ -85,7 +85,7 @@ impl FrameHeader {
 
 /// The checksum seed of a frame: mixes the writer's epoch and the frame's ring position, so a
 /// stale frame left by a previous epoch, or by a previous lap of the ring at the same offset,
-/// fails the checksum (fault-matrix C9: no stale frame accepted).
+/// fails the checksum (fault-matrix row C9 of docs/FAULTS.md: no stale frame accepted).
 fn seed(epoch: u64, pos: u64) -> u32 {
     let x = epoch ^ pos.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (x ^ (x >> 32)) as u32

@@ -3,7 +3,7 @@
 //! Single-writer rings in shared memory carry bulk data; FIFOs carry wake-ups. This crate knows
 //! nothing of Raft: it moves checksummed frames between processes. Every byte read from shared
 //! memory is untrusted input. See `docs/FORMAT.md` for the ring layout and ARCHITECTURE.md for
-//! the design; `ipc-rules.md` rule numbers are cited in comments.
+//! the design; comments cite the ipc rules of `docs/RULES.md` by number.
 //!
 //! A node's event loop, in outline:
 //!
@@ -18,7 +18,7 @@
 //!         Incoming::Frame(f) => { /* checked frame: f.from, f.kind, f.payload */ }
 //!         Incoming::Event(e) => { /* Up / Down / Reset / Writable / Rejected */ }
 //!     });
-//!     // Full and PeerDown are normal outcomes: Raft resends later (ipc rule 7).
+//!     // Full and PeerDown are normal outcomes: Raft resends later (ipc rule 7 of docs/RULES.md).
 //!     let _ = t.send_batch(Endpoint::Node(2), &[OutFrame { kind: 1, payload: b"append" }]);
 //! #   break;
 //! }

@@ -1,5 +1,5 @@
-//! A single-producer/single-consumer byte ring in a shared file (ipc rules 1-3, 6, 7).
-//! Layout: docs/FORMAT.md, "IPC: ring file". Offsets here mirror that document.
+//! A single-producer/single-consumer byte ring in a shared file (ipc rules 1-3, 6, 7
+//! of docs/RULES.md). Layout: docs/FORMAT.md, "IPC: ring file". Offsets here mirror that document.
 //!
 //! Index protocol. `tail` (written only by the writer) and `head` (written only by the reader)
 //! are byte positions that only grow; the byte at position `p` lives at data offset
@@ -41,7 +41,8 @@ const OFF_HEADER_CRC: usize = 124;
 const OFF_TAIL: usize = 128;
 const OFF_WRITER_STATE: usize = 136;
 const OFF_SPACE_WAIT_SEQ: usize = 144;
-// Reader-owned cache line, written per drain (128 bytes from the tail: ipc rule 2).
+// Reader-owned cache line, written per drain (128 bytes from the tail: ipc rule 2
+// of docs/RULES.md).
 const OFF_HEAD: usize = 256;
 const OFF_READER_FLAGS: usize = 264;
 // Reader-owned line written only at attach and park; the writer reads it after every publish,
@@ -239,11 +240,11 @@ pub fn read_ring_header(path: &Path) -> std::io::Result<Result<RingHeader, Heade
     }))
 }
 
-/// Test-only fault hook (fault-matrix C9): when set to `k > 0`, the writer raises SIGSTOP on
-/// itself when it reaches step `k` of a frame write, so a parent can SIGKILL it exactly there.
-/// Steps: 1 space reserved, 2 half the payload written, 3 whole payload written, 4 header
-/// (with checksum) written, 5 batch complete but tail not yet published, 6 tail published but
-/// wake-up not yet sent.
+/// Test-only fault hook (fault-matrix row C9 of docs/FAULTS.md): when set to `k > 0`, the writer
+/// raises SIGSTOP on itself when it reaches step `k` of a frame write, so a parent can SIGKILL it
+/// exactly there. Steps: 1 space reserved, 2 half the payload written, 3 whole payload written, 4
+/// header (with checksum) written, 5 batch complete but tail not yet published, 6 tail published
+/// but wake-up not yet sent.
 #[cfg(feature = "fault-injection")]
 pub static FAULT_STOP_AT_STEP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -292,8 +293,9 @@ pub(crate) struct RingWriter {
 
 impl RingWriter {
     /// Creates the ring file at `dir/name` (exclusive create of a temporary name, header
-    /// written, pages pre-faulted, then renamed into place: ipc rule 4). An existing file at the
-    /// final name (our previous incarnation's) is marked retired first so its reader re-opens.
+    /// written, pages pre-faulted, then renamed into place: ipc rule 4 of docs/RULES.md). An
+    /// existing file at the final name (our previous incarnation's) is marked retired first so its
+    /// reader re-opens.
     pub(crate) fn create(dir: &Path, name: &str, header: RingHeader) -> std::io::Result<Self> {
         let path = dir.join(name);
         let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), name));
@@ -562,8 +564,8 @@ impl RingWriter {
         self.pending != self.tail
     }
 
-    /// Publishes everything written so far with one store-release (ipc rule 6), then checks
-    /// whether the reader is parked. Returns true when the caller must send a wake-up.
+    /// Publishes everything written so far with one store-release (ipc rule 6 of docs/RULES.md),
+    /// then checks whether the reader is parked. Returns true when the caller must send a wake-up.
     pub(crate) fn publish(&mut self) -> bool {
         if self.pending == self.tail {
             return false;
@@ -573,9 +575,9 @@ impl RingWriter {
         self.region
             .atomic_u64(OFF_TAIL)
             .store(self.tail, Ordering::Release);
-        // Dekker-style handshake with the reader's park (ipc rule 5): our tail store and its
-        // park store are both followed by a SeqCst fence before loading the other's word, so at
-        // least one side sees the other.
+        // Dekker-style handshake with the reader's park (ipc rule 5 of docs/RULES.md): our tail
+        // store and its park store are both followed by a SeqCst fence before loading the other's
+        // word, so at least one side sees the other.
         fence(Ordering::SeqCst);
         fault_point(6);
         let park = self.region.atomic_u64(OFF_PARK_SEQ).load(Ordering::Relaxed);
@@ -675,9 +677,9 @@ pub(crate) struct RingReader {
 }
 
 impl RingReader {
-    /// Opens, validates and maps the ring at `path` (ipc rule 4), then registers us as its
-    /// reader. If a previous reader incarnation existed, we start at the current tail: frames
-    /// it left behind belong to the dead incarnation's view.
+    /// Opens, validates and maps the ring at `path` (ipc rule 4 of docs/RULES.md), then registers
+    /// us as its reader. If a previous reader incarnation existed, we start at the current tail:
+    /// frames it left behind belong to the dead incarnation's view.
     pub(crate) fn attach(
         path: &Path,
         expect: &Expect,
@@ -811,8 +813,8 @@ impl RingReader {
     /// Copies out and checks every published frame, hands each to `on_record`, then releases
     /// the space with one store-release of `head`. On a protocol error, frames before the bad
     /// one have been delivered, the rest of the published data is skipped (head = tail) and the
-    /// error is returned so the link can be reset and the cause logged (ipc rule 3).
-    /// Returns the number of records delivered.
+    /// error is returned so the link can be reset and the cause logged (ipc rule 3
+    /// of docs/RULES.md). Returns the number of records delivered.
     pub(crate) fn drain(
         &mut self,
         scratch: &mut Vec<u8>,
@@ -837,7 +839,7 @@ impl RingReader {
         let mut result = Ok(());
         // Each frame is copied out once (header, then payload into `scratch`) and checked in
         // private memory before it is handed up: no reference into shared memory, and no
-        // check-then-use race with a hostile writer (ipc rule 3).
+        // check-then-use race with a hostile writer (ipc rule 3 of docs/RULES.md).
         // Published bytes are copied out in chunks of up to DRAIN_CHUNK_BYTES (one memcpy for
         // many small frames), then each frame is checked in that private copy.
         let mut chunk_start = pos;

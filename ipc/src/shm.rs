@@ -1,5 +1,5 @@
 //! The only place that touches shared memory. Everything here reads or writes a mapping that
-//! another (possibly hostile) process can change at any time, so (ipc rule 3):
+//! another (possibly hostile) process can change at any time, so (ipc rule 3 of docs/RULES.md):
 //!
 //! - no `&[u8]`, `&T` or `&mut` is ever formed over the mapping: bytes are copied in and out
 //!   through raw pointers, and the index words are accessed as atomics;
@@ -19,7 +19,7 @@ pub(crate) struct SharedRegion {
 
 impl SharedRegion {
     /// Maps `len` bytes of `file` shared and read-write, pre-faulting the page tables
-    /// (MAP_POPULATE) so the first frames do not pay page faults (ipc rule 8).
+    /// (MAP_POPULATE) so the first frames do not pay page faults (ipc rule 8 of docs/RULES.md).
     pub(crate) fn map(file: &File, len: usize) -> std::io::Result<Self> {
         let map = MmapOptions::new().len(len).populate().map_raw(file)?;
         assert!(map.len() == len);

@@ -58,7 +58,7 @@ pub struct TransportConfig {
     /// Largest message (frame payload) accepted, before and after fragmentation; bounds what a
     /// receiver buffers per link for reassembly.
     pub max_message_bytes: usize,
-    /// How long `wait` spins on the rings before parking (ipc rule 5).
+    /// How long `wait` spins on the rings before parking (ipc rule 5 of docs/RULES.md).
     pub spin_us: u32,
     /// Period of liveness checks, re-attach attempts and FIFO draining while busy.
     pub maintenance_interval_ms: u32,
@@ -295,7 +295,7 @@ fn new_epoch() -> u64 {
 }
 
 fn ignore_sigpipe() {
-    // ipc rule 5: a write to a dead peer's FIFO must return EPIPE, not kill us.
+    // ipc rule 5 of docs/RULES.md: a write to a dead peer's FIFO must return EPIPE, not kill us.
     // SAFETY: installing SIG_IGN runs no handler code, so no async-signal-safety concerns.
     let _ = unsafe {
         nix::sys::signal::signal(
@@ -472,10 +472,10 @@ impl Transport {
         }
     }
 
-    /// Sends a batch of frames to `to` without blocking, publishing once (ipc rule 6).
-    /// `Ok`: the whole batch was accepted and will be delivered in order unless the link
-    /// resets. A batch holding a message too large for the ring's free space, or whose frames
-    /// and padding exceed the ring even after the reader consumed everything sent before it,
+    /// Sends a batch of frames to `to` without blocking, publishing once (ipc rule 6
+    /// of docs/RULES.md). `Ok`: the whole batch was accepted and will be delivered in order unless
+    /// the link resets. A batch holding a message too large for the ring's free space, or whose
+    /// frames and padding exceed the ring even after the reader consumed everything sent before it,
     /// is accepted in part and its remainder buffered (one batch per link at most) and pushed as the reader
     /// frees space. `Full` / `PeerDown`: nothing was accepted.
     pub fn send_batch(&mut self, to: Endpoint, frames: &[OutFrame<'_>]) -> Result<(), SendError> {
@@ -987,7 +987,8 @@ impl Transport {
         if let Some(out) = &link.out {
             out.retire_and_remove();
         }
-        // Sweep the dead peer's own files if nobody is left to remove them (ipc rule 8).
+        // Sweep the dead peer's own files if nobody is left to remove them (ipc rule 8
+        // of docs/RULES.md).
         let theirs = self
             .cfg
             .runtime_dir
@@ -1020,8 +1021,8 @@ impl Transport {
     }
 
     /// Call before sleeping in your own poll on `as_raw_fd()`. Marks us parked on every ring
-    /// (ipc rule 5) and re-checks them; returns false if something is ready (then do not sleep,
-    /// and call `after_poll`).
+    /// (ipc rule 5 of docs/RULES.md) and re-checks them; returns false if something is ready (then
+    /// do not sleep, and call `after_poll`).
     pub fn before_poll(&mut self) -> bool {
         for l in &mut self.links {
             if let Some(r) = l.inp.as_mut() {
@@ -1060,8 +1061,8 @@ impl Transport {
         if self.ready() {
             return Ok(());
         }
-        // Spin briefly (ipc rule 5). PAUSE costs up to ~140 cycles on recent x86, so the clock
-        // is read every few pauses to keep the spin close to `spin_us`.
+        // Spin briefly (ipc rule 5 of docs/RULES.md). PAUSE costs up to ~140 cycles on recent x86,
+        // so the clock is read every few pauses to keep the spin close to `spin_us`.
         if self.cfg.spin_us > 0 {
             let spin_end = start + Duration::from_micros(self.cfg.spin_us.into());
             loop {
@@ -1149,8 +1150,8 @@ impl Transport {
         let (reads, garbage) = self.inbox.drain(|r| records.push(r));
         self.stats.wake_reads += u64::from(reads);
         if let Some(reason) = garbage {
-            // ipc rule 3: log and resynchronise. Rings are re-scanned on every recv anyway,
-            // so a corrupted wake-up stream loses nothing but latency.
+            // ipc rule 3 of docs/RULES.md: log and resynchronise. Rings are re-scanned on every
+            // recv anyway, so a corrupted wake-up stream loses nothing but latency.
             tracing::warn!(error = %reason, fifo = %self.inbox.path.display(), "garbage on our wake-up FIFO; discarded");
             self.stats.resets += 1;
         }

@@ -1,6 +1,6 @@
-//! Wake-up FIFOs (ipc rule 5). One per receiving process; every record written to one is
-//! exactly 8 bytes, so writes are atomic (< PIPE_BUF) and never interleave. The FIFO is only a
-//! hint: the receiver re-scans all its rings after any wake-up, so a lost or garbage record
+//! Wake-up FIFOs (ipc rule 5 of docs/RULES.md). One per receiving process; every record written to
+//! one is exactly 8 bytes, so writes are atomic (< PIPE_BUF) and never interleave. The FIFO is only
+//! a hint: the receiver re-scans all its rings after any wake-up, so a lost or garbage record
 //! costs at most a timed-poll backstop, never a frame.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};

@@ -376,7 +376,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// Arbitrary bytes in a ring's data area and index words never panic the reader and never
-    /// come out as frames (fault-matrix C10).
+    /// come out as frames (fault-matrix row C10 of docs/FAULTS.md).
     #[test]
     fn random_ring_contents_never_panic_or_deliver(
         data in proptest::collection::vec(any::<u8>(), 0..600),
@@ -561,7 +561,7 @@ fn clients_of_another_cluster_and_beyond_max_clients_are_refused() {
 
 /// A parked receiver woken by a frame pays one epoll_wait(2) and leaves the wake-up record
 /// unread (the ring is the data): its FIFO is read at most once per eight such wake-ups, and
-/// every frame still arrives, in order (ipc rule 5; `Transport::wait`).
+/// every frame still arrives, in order (ipc rule 5 of docs/RULES.md; `Transport::wait`).
 #[test]
 fn a_parked_receiver_wakes_without_reading_its_fifo_each_time() {
     let (_d, mut a, mut b) = pair(1 << 16);

@@ -1,5 +1,5 @@
 //! Loom model of the ring's index protocol (docs/FORMAT.md, "Index protocol"; ipc rules 2, 5,
-//! 6, 7). Run with:
+//! 6, 7 of docs/RULES.md). Run with:
 //!
 //!     RUSTFLAGS="--cfg loom" cargo test -p shmraft-ipc --test loom --release
 //!
@@ -167,7 +167,7 @@ impl Reader {
 /// Frames published in batches through a ring smaller than the stream arrive in order, each
 /// once, with no data race on a slot: publication (release/acquire of `tail`) and release of
 /// space (release/acquire of `head`, read through the writer's cache) order every slot access.
-/// A full ring makes the writer retry (backpressure, rule 7), never overwrite.
+/// A full ring makes the writer retry (backpressure, ipc rule 7 of docs/RULES.md), never overwrite.
 #[test]
 fn frames_arrive_in_order_without_races_through_a_full_ring() {
     loom::model(|| {
@@ -200,9 +200,9 @@ fn frames_arrive_in_order_without_races_through_a_full_ring() {
     });
 }
 
-/// The park handshake loses no wake-up (rule 5): if the reader goes to sleep after parking
-/// and re-checking, the writer's publication saw the park and sends a wake-up; and whatever
-/// happens, the published frame is not lost.
+/// The park handshake loses no wake-up (ipc rule 5 of docs/RULES.md): if the reader goes to sleep
+/// after parking and re-checking, the writer's publication saw the park and sends a wake-up; and
+/// whatever happens, the published frame is not lost.
 #[test]
 fn a_parked_reader_is_woken_or_sees_the_frame() {
     loom::model(|| {

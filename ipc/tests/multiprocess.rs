@@ -1,6 +1,7 @@
 //! Multi-process tests: real child processes (this test binary re-executed with
 //! `SHMRAFT_IPC_ROLE` selecting a role) talk to the test process over real rings and FIFOs.
-//! Covers the list and fault-matrix rows C9 (writer dies mid-frame) and C10 (garbage).
+//! Covers the list and fault-matrix rows C9 and C10 of docs/FAULTS.md (a writer that dies
+//! mid-frame, garbage).
 
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
@@ -384,8 +385,9 @@ fn a_restarted_peer_gets_a_new_epoch_and_the_link_resets() {
     assert_eq!(a.resets(), 0);
 }
 
-/// Fault-matrix C9: the writer is stopped at each step of writing a frame, inspected, killed;
-/// the reader never accepts a torn or stale frame, and a restarted writer's frames flow.
+/// Fault-matrix row C9 of docs/FAULTS.md: the writer is stopped at each step of writing a frame,
+/// inspected, killed; the reader never accepts a torn or stale frame, and a restarted writer's
+/// frames flow.
 #[test]
 fn a_writer_killed_at_every_step_of_a_frame_never_yields_a_bad_frame() {
     for step in 1..=6u32 {
@@ -445,8 +447,8 @@ fn a_writer_killed_at_every_step_of_a_frame_never_yields_a_bad_frame() {
     }
 }
 
-/// Fault-matrix C10: a stray process writes garbage into a ring the child reads and into the
-/// child's FIFO; the child logs, resets the link and keeps serving.
+/// Fault-matrix row C10 of docs/FAULTS.md: a stray process writes garbage into a ring the child
+/// reads and into the child's FIFO; the child logs, resets the link and keeps serving.
 #[test]
 fn garbage_in_a_ring_and_a_fifo_resets_the_link_and_nobody_crashes() {
     let (_d, rt) = runtime();

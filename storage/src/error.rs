@@ -5,8 +5,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Damaged data that recovery must not silently drop (storage-rules 12): names the file, the
-/// byte offset, the log index when known, and what was expected there.
+/// Damaged data that recovery must not silently drop (storage rule 12 of docs/RULES.md): names the
+/// file, the byte offset, the log index when known, and what was expected there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "corruption in {file} at byte {offset}{idx}: expected {expected}, found {found}; this data \
@@ -24,7 +24,8 @@ pub struct Corruption {
 }
 
 /// A failed fsync/msync (or another failure after which the on-disk state is unknown).
-/// Fatal (storage-rules 10): the log is poisoned and every later call returns this error.
+/// Fatal (storage rule 10 of docs/RULES.md): the log is poisoned and every later call returns this
+/// error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "fatal storage error: {op} on {path} failed: {message} (errno {errno:?}); dirty pages may \
@@ -60,7 +61,7 @@ pub enum StorageError {
     /// Damaged data before the durable point, or an unreadable structure.
     #[error(transparent)]
     Corrupt(#[from] Corruption),
-    /// Another process holds the data directory's lock (storage-rules 4).
+    /// Another process holds the data directory's lock (storage rule 4 of docs/RULES.md).
     #[error(
         "data directory {dir} is locked by {holder}: two processes must never open one log; \
          stop that process first",
@@ -71,7 +72,7 @@ pub enum StorageError {
         dir: PathBuf,
         holder_pid: Option<u32>,
     },
-    /// A sync failed earlier; the log is poisoned (storage-rules 10).
+    /// A sync failed earlier; the log is poisoned (storage rule 10 of docs/RULES.md).
     #[error(transparent)]
     Fatal(Arc<FatalError>),
     /// An append whose index does not follow the last index.

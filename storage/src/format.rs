@@ -3,7 +3,8 @@
 //! Everything here is a pure function over byte slices: the write path (mmap), recovery and the
 //! read-only inspector (`pread`) share these encoders and decoders, so one layout has one
 //! implementation. All integers are little-endian. Every decoder bounds-checks its input and
-//! returns `None`/an error on anything it does not recognise (storage-rules 7); none panics.
+//! returns `None`/an error on anything it does not recognise (storage rule 7 of docs/RULES.md);
+//! none panics.
 
 use crate::types::{EntryKind, LogIndex, LogTerm};
 
@@ -34,7 +35,8 @@ pub const SEG_HDR_CRC: usize = 60;
 pub const RECORD_HEADER_BYTES: u64 = 32;
 /// Records start on this alignment; the gap after a payload is zero padding.
 pub const RECORD_ALIGN: u64 = 8;
-/// Byte 25 of every record header: a zeroed region can never carry it (storage-rules 5).
+/// Byte 25 of every record header: a zeroed region can never carry it (storage rule 5
+/// of docs/RULES.md).
 pub const RECORD_MARKER: u8 = 0xA5;
 pub const REC_CRC: usize = 0;
 pub const REC_LEN: usize = 4;
@@ -122,7 +124,8 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SHMRSNP\0";
 pub const SNAPSHOT_TRAILER_MAGIC: [u8; 8] = *b"SHMRSNE\0";
 pub const SNAPSHOT_HEADER_BYTES: u64 = 64;
 pub const SNAPSHOT_TRAILER_BYTES: u64 = 64;
-/// Largest membership blob accepted (storage-rules 7: bound lengths before allocating).
+/// Largest membership blob accepted (storage rule 7 of docs/RULES.md: bound lengths before
+/// allocating).
 pub const SNAPSHOT_MEMBERSHIP_BYTES_MAX: u32 = 1 << 20;
 pub const SNP_VERSION: usize = 8;
 pub const SNP_LAST_INDEX: usize = 16;
@@ -241,7 +244,7 @@ pub struct SegmentHeader {
     pub salt: u32,
     /// CRC of the header; also the seed of every record checksum in this segment, so a record
     /// copied from another segment (or left over in a recycled file) never validates
-    /// (storage-rules 5).
+    /// (storage rule 5 of docs/RULES.md).
     pub seed: u32,
 }
 

@@ -1,6 +1,6 @@
 //! The hard state (Raft §5, Figure 2: currentTerm, votedFor; plus commitIndex), in a two-slot
 //! file (see `slotfile`). Term and vote changes are synced before `save` returns, whatever the
-//! fsync policy (storage-rules 8): a vote may be sent only after that.
+//! fsync policy (storage rule 8 of docs/RULES.md): a vote may be sent only after that.
 
 use crate::error::{Result, StorageError};
 use crate::format::{HARD_STATE_FILE, HARD_STATE_MAGIC};
@@ -54,10 +54,11 @@ impl HardStateStore {
         }
     }
 
-    /// Saves `hs`. Synced before returning when the term or the vote changed (storage rule 8);
-    /// a change of the commit index alone is written, not synced: it is advisory, and syncing
-    /// it would add a whole fdatasync to every commit on every node (under `always` it doubled
-    /// the latency of a write). Returns whether it was synced. The term must not go backwards.
+    /// Saves `hs`. Synced before returning when the term or the vote changed (storage rule 8
+    /// of docs/RULES.md); a change of the commit index alone is written, not synced: it is
+    /// advisory, and syncing it would add a whole fdatasync to every commit on every node (under
+    /// `always` it doubled the latency of a write). Returns whether it was synced. The term must
+    /// not go backwards.
     pub fn save(&mut self, hs: &HardState) -> Result<bool> {
         if let Some(f) = &self.faults_poisoned {
             return Err(StorageError::Fatal(f.clone()));

@@ -4,7 +4,7 @@
 //! **API Boundary:** safe on a live node's directory: takes no lock, maps nothing, writes
 //! nothing. Files are read with `pread` into owned buffers and every length is bounds-checked
 //! before it is used, so a file that is truncated, zeroed, random or shrinking while it is read
-//! produces problems, never a panic (storage-rules 3, 7).
+//! produces problems, never a panic (storage rules 3, 7 of docs/RULES.md).
 //!
 //! [`verify`] checks every record checksum, every footer checksum, every padding byte and every
 //! byte that must be zero, so a single flipped bit anywhere in a log is reported with its file,

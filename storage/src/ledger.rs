@@ -4,10 +4,10 @@
 //! Why a mapping: a store into a shared file mapping reaches the page cache at once and survives
 //! the process being killed with SIGKILL, without a syscall. So after a `kill -9`, the ledger
 //! still says exactly what was synced, and [`crate::power_cut`] can tear the directory as a power
-//! cut would. Recovery also uses it as the durable point (storage-rules 12): bytes below a
-//! segment's synced offset must be valid. After a *real* power cut the ledger itself may be older
-//! than the last sync (it is not synced on every sync): that can only make it report *less* as
-//! synced, never more, so recovery stays lenient-but-safe (see docs/DURABILITY.md).
+//! cut would. Recovery also uses it as the durable point (storage rule 12 of docs/RULES.md): bytes
+//! below a segment's synced offset must be valid. After a *real* power cut the ledger itself may be
+//! older than the last sync (it is not synced on every sync): that can only make it report *less*
+//! as synced, never more, so recovery stays lenient-but-safe (see docs/DURABILITY.md).
 //!
 //! A segment without a ledger slot is fully synced (its slot is freed once a sealed segment is
 //! synced to its end).

@@ -3,11 +3,11 @@
 //! This crate knows nothing of Raft's rules: it stores records that carry an index and a term,
 //! a small hard-state record and snapshot files, and it says exactly what is durable.
 //! See `docs/FORMAT.md` for every byte on disk, `docs/DURABILITY.md` for what each fsync policy
-//! can lose, and `../shared/notes/storage-rules.md` for the rules each part upholds.
+//! can lose, and `docs/RULES.md` for the rules each part upholds.
 //!
 //! # Parts
-//! - [`Storage::open`] locks a data directory (storage-rules 4), recovers it and returns the
-//!   three stores: [`Wal`] (segmented write-ahead log), [`HardStateStore`] and
+//! - [`Storage::open`] locks a data directory (storage rule 4 of docs/RULES.md), recovers it and
+//!   returns the three stores: [`Wal`] (segmented write-ahead log), [`HardStateStore`] and
 //!   [`SnapshotStore`].
 //! - [`FsyncPolicy`]: `always`, `batch[:<delay_us>:<bytes>]`, `interval:<ms>`, `never`.
 //! - [`inspect`]: read-only inspection for `raft-dump` (safe on a live node's directory).
@@ -31,9 +31,9 @@
 //!    and AppendEntries successes only up to [`Wal::ack_index`] (the durable index under
 //!    `always`/`batch`).
 //! 5. Save term and vote with [`HardStateStore::save`] (always synced) *before* sending the
-//!    message that depends on them (storage-rules 8).
-//! 6. On [`StorageError::Fatal`] (a failed sync: storage-rules 10) stop the node; every later
-//!    call returns the same error.
+//!    message that depends on them (storage rule 8 of docs/RULES.md).
+//! 6. On [`StorageError::Fatal`] (a failed sync: storage rule 10 of docs/RULES.md) stop the node;
+//!    every later call returns the same error.
 //!
 //! A driver that prefers its own sync thread can use any policy and call
 //! [`SyncHandle::sync`] (from [`Wal::sync_handle`]) on that thread: syncs are serialised,
@@ -132,7 +132,7 @@ impl Storage {
                 .create(dir)
                 .map_err(|e| StorageError::io("creating data directory", dir, e))?;
             // The new directory's own name must be durable before anything in it is acknowledged
-            // (storage-rules 2; found by the crash file system, docs/CRASHFS.md).
+            // (storage rule 2 of docs/RULES.md; found by the crash file system, docs/CRASHFS.md).
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
             sys::fsync_dir(parent.unwrap_or(Path::new(".")), &opts.faults)
                 .map_err(StorageError::Fatal)?;

@@ -1,5 +1,5 @@
-//! The data-directory lock (storage-rules 4): `flock(LOCK_EX|LOCK_NB)` on `LOCK`, whose content
-//! names the holder's pid so a second opener can say who holds it.
+//! The data-directory lock (storage rule 4 of docs/RULES.md): `flock(LOCK_EX|LOCK_NB)` on `LOCK`,
+//! whose content names the holder's pid so a second opener can say who holds it.
 //!
 //! The kernel drops an flock when its holder dies, so a stale `LOCK` file left by a killed
 //! process never blocks a restart; its pid text is simply overwritten.

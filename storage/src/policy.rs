@@ -13,7 +13,8 @@ use std::str::FromStr;
 /// | `interval:<ms>` | by a background thread every `ms` | at once (before the sync) |
 /// | `never` | never by the log (the OS writes back) | at once |
 ///
-/// Term and vote changes in the hard state are synced whatever the policy (storage-rules 8).
+/// Term and vote changes in the hard state are synced whatever the policy (storage rule 8
+/// of docs/RULES.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
     /// Sync before anything is acknowledged: `append` returns after the msync covering it.

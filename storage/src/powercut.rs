@@ -2,7 +2,7 @@
 //!
 //! A process killed with SIGKILL loses nothing written to a shared mapping (the page cache keeps
 //! it), so durability has to be tested by tearing the files as a power cut would
-//! (fault-matrix, "Power cut"): everything covered by a completed sync survives; every byte
+//! (docs/FAULTS.md, "Power cut"): everything covered by a completed sync survives; every byte
 //! after it is, per 512-byte sector, either kept or lost (reverted to the zeros the
 //! preallocated file held), chosen by a seed. The sync ledger says what was synced.
 //!

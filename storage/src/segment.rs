@@ -80,8 +80,8 @@ impl Segment {
         })
     }
 
-    /// Creates segment `seq` following storage-rules 1: create a temp file exclusively,
-    /// preallocate real blocks (fallocate, or zeros), optionally zero-fill (so later
+    /// Creates segment `seq` following storage rule 1 of docs/RULES.md: create a temp file
+    /// exclusively, preallocate real blocks (fallocate, or zeros), optionally zero-fill (so later
     /// fdatasyncs need no extent conversion), write the header, sync the file, rename it into
     /// place, sync the directory. Runs on the preparer thread, off the append path.
     pub(crate) fn create(
@@ -152,10 +152,10 @@ impl Segment {
             return None;
         }
         // SAFETY: the range is within the mapping (checked above), which lives as long as
-        // `self`. The data directory is locked (storage-rules 4), so no other process writes
-        // the file; in this process the only writer is the `Wal`, which never writes a range
-        // while a shared borrow from `&Wal` exists (writes need `&mut Wal`), and syncers never
-        // write. The file is never truncated while mapped (storage-rules 3).
+        // `self`. The data directory is locked (storage rule 4 of docs/RULES.md), so no other
+        // process writes the file; in this process the only writer is the `Wal`, which never writes
+        // a range while a shared borrow from `&Wal` exists (writes need `&mut Wal`), and syncers
+        // never write. The file is never truncated while mapped (storage rule 3 of docs/RULES.md).
         Some(unsafe { std::slice::from_raw_parts(self.ptr().add(offset as usize), len as usize) })
     }
 

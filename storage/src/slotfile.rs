@@ -59,8 +59,8 @@ pub(crate) struct SlotFile {
 }
 
 impl SlotFile {
-    /// Opens `dir/name`, creating it (temp, sync, rename, directory sync: storage-rules 2) with
-    /// `initial` in both slots if absent.
+    /// Opens `dir/name`, creating it (temp, sync, rename, directory sync: storage rule 2
+    /// of docs/RULES.md) with `initial` in both slots if absent.
     pub(crate) fn open(dir: &Path, name: &str, magic: [u8; 8], faults: Faults) -> Result<SlotFile> {
         let path = dir.join(name);
         if !path.exists() {

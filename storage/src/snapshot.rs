@@ -1,6 +1,6 @@
 //! The snapshot store: `snap-<index>-<term>.snap` files written in chunks to a `.partial` file,
-//! then synced, renamed and the directory synced (storage-rules 2, 15). Partial files are swept
-//! at open; a snapshot that fails its checksum is renamed `.broken` and kept.
+//! then synced, renamed and the directory synced (storage rules 2, 15 of docs/RULES.md). Partial
+//! files are swept at open; a snapshot that fails its checksum is renamed `.broken` and kept.
 
 use crate::error::{Result, StorageError};
 use crate::format::{
@@ -200,7 +200,7 @@ impl SnapshotStore {
 
     /// Completes a snapshot: trailer, fsync, rename into place, directory fsync; then deletes
     /// older snapshots. Only after this may the log be compacted up to its index
-    /// (storage-rules 15).
+    /// (storage rule 15 of docs/RULES.md).
     pub fn finish(&mut self, mut w: SnapshotWriter) -> Result<SnapshotMeta> {
         if let Some(l) = &self.latest {
             if w.last_index < l.last_index {
@@ -319,7 +319,8 @@ impl SnapshotWriter {
 
     /// Syncs the data written so far (fdatasync of the partial file). Optional: it lets a
     /// writer on another thread take the long sync of a large snapshot, so the sync inside
-    /// [`SnapshotStore::finish`] only covers the trailer. A failure is fatal (storage-rules 10).
+    /// [`SnapshotStore::finish`] only covers the trailer. A failure is fatal (storage rule 10
+    /// of docs/RULES.md).
     pub fn sync_data(&mut self) -> Result<()> {
         let f = self
             .file
@@ -332,7 +333,7 @@ impl SnapshotWriter {
     /// into place. Optional: it lets a writer on another thread take every sync of a snapshot
     /// (with the trailer written by `finish`, its sync also flushed the file's new size, a
     /// journal commit, on the caller's thread). No data may be written after it. A sync
-    /// failure is fatal (storage-rules 10).
+    /// failure is fatal (storage rule 10 of docs/RULES.md).
     pub fn seal(&mut self) -> Result<()> {
         assert!(!self.sealed, "a snapshot is sealed once");
         let checksum = self.hasher.clone().finalize();

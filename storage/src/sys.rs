@@ -1,8 +1,8 @@
 //! Thin wrappers over the syscalls storage makes, with the test seam for fault injection.
 //!
 //! Every sync and every allocation goes through here, so a [`FaultInjector`] can make one fail
-//! (fault-matrix S9: fsync/msync EIO; S14: ENOSPC). Appends into the mapping make no syscall and
-//! do not pass through this module.
+//! (fault-matrix rows S9 and S14 of docs/FAULTS.md: fsync/msync EIO, ENOSPC). Appends into the
+//! mapping make no syscall and do not pass through this module.
 
 use crate::error::{FatalError, Result, StorageError};
 use std::fs::File;
@@ -112,7 +112,7 @@ pub(crate) fn fatal_error(op: &'static str, path: &Path, e: &io::Error) -> Arc<F
 }
 
 /// `msync(MS_SYNC)` on `[offset, offset+len)` of a mapping: a durability barrier for those
-/// bytes (storage-rules 9). An error is fatal (storage-rules 10).
+/// bytes (storage rule 9 of docs/RULES.md). An error is fatal (storage rule 10 of docs/RULES.md).
 pub(crate) fn msync(
     map: &memmap2::MmapRaw,
     offset: u64,
@@ -140,7 +140,8 @@ pub(crate) fn fdatasync(file: &File, path: &Path, faults: &Faults) -> Result<(),
         .map_err(|e| fatal_error("fdatasync", path, &e))
 }
 
-/// `fsync` of a directory, so a create/rename/unlink in it is durable (storage-rules 2).
+/// `fsync` of a directory, so a create/rename/unlink in it is durable (storage rule 2
+/// of docs/RULES.md).
 pub(crate) fn fsync_dir(dir: &Path, faults: &Faults) -> Result<(), Arc<FatalError>> {
     if faults
         .as_ref()
@@ -160,9 +161,9 @@ pub(crate) fn fsync_dir(dir: &Path, faults: &Faults) -> Result<(), Arc<FatalErro
         .map_err(|e| fatal_error("fsync(directory)", dir, &e))
 }
 
-/// Reserves real blocks for `[0, len)` of `file` (storage-rules 1): `fallocate`, or, where the
-/// file system does not support it, writing zeros. Never `ftruncate` alone (a sparse file would
-/// SIGBUS through the mapping on a full disk).
+/// Reserves real blocks for `[0, len)` of `file` (storage rule 1 of docs/RULES.md): `fallocate`,
+/// or, where the file system does not support it, writing zeros. Never `ftruncate` alone (a sparse
+/// file would SIGBUS through the mapping on a full disk).
 pub(crate) fn allocate(file: &File, len: u64, path: &Path, faults: &Faults) -> Result<()> {
     if let Some(e) = faults.as_ref().and_then(|f| f.alloc_fault()) {
         return Err(StorageError::io("preallocating", path, e));

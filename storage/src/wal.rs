@@ -236,12 +236,12 @@ impl std::fmt::Debug for SyncHandle {
 impl SyncHandle {
     /// Makes everything appended so far durable (`msync(MS_SYNC)` on the unsynced range of each
     /// segment that has one) and returns the durable index. Syncs are serialised. A failure is
-    /// fatal and poisons the log (storage-rules 10).
+    /// fatal and poisons the log (storage rule 10 of docs/RULES.md).
     pub fn sync(&self) -> Result<LogIndex> {
         self.shared.sync()
     }
 
-    /// Highest index covered by a completed sync (storage-rules 11).
+    /// Highest index covered by a completed sync (storage rule 11 of docs/RULES.md).
     pub fn durable_index(&self) -> LogIndex {
         LogIndex(self.shared.durable.load(Ordering::Acquire))
     }
@@ -278,7 +278,8 @@ struct Active {
     first_term: LogTerm,
 }
 
-/// Background segment preparer (storage-rules 1: prepare the next segment off the hot path).
+/// Background segment preparer (storage rule 1 of docs/RULES.md: prepare the next segment off the
+/// hot path).
 struct Preparer {
     tx: Option<mpsc::Sender<u64>>,
     rx: mpsc::Receiver<Result<Segment>>,
@@ -367,9 +368,9 @@ impl Preparer {
 }
 
 /// Background removal of compacted segments. `compact` makes the compaction point durable
-/// first (storage-rules 14) and takes the segments out of the log; unlinking them and syncing
-/// the directory can then happen off the caller's thread (the node's event loop), where an
-/// unlink of a large file plus a directory sync cost milliseconds. A crash before they finish
+/// first (storage rule 14 of docs/RULES.md) and takes the segments out of the log; unlinking them
+/// and syncing the directory can then happen off the caller's thread (the node's event loop), where
+/// an unlink of a large file plus a directory sync cost milliseconds. A crash before they finish
 /// leaves segments wholly below the durable compaction point, which recovery removes.
 struct Remover {
     tx: Option<mpsc::Sender<RemoverMsg>>,
@@ -443,7 +444,7 @@ impl Remover {
 
 /// Unlinks compacted segments, then syncs the directory once. An unlink that fails is logged
 /// and left to recovery (the segment lies below the durable compaction point); a failed
-/// directory sync poisons the log (storage-rules 10).
+/// directory sync poisons the log (storage rule 10 of docs/RULES.md).
 fn remove_segments(shared: &WalShared, segs: &[Arc<Segment>]) {
     for seg in segs {
         let p = &seg.path;
@@ -811,7 +812,8 @@ impl Wal {
         self.last_term
     }
 
-    /// Highest index covered by a completed sync (storage-rules 11). Never above `last_index`.
+    /// Highest index covered by a completed sync (storage rule 11 of docs/RULES.md). Never above
+    /// `last_index`.
     pub fn durable_index(&self) -> LogIndex {
         LogIndex(
             self.shared
@@ -1314,8 +1316,8 @@ impl Wal {
     // -----------------------------------------------------------------------------------------
 
     /// Removes every entry from `from` on (conflict resolution, Raft §5.3). Synced before it
-    /// returns, whatever the policy (storage-rules 14): later segments are unlinked newest
-    /// first (so a crash leaves a prefix of the old log), then the cut area is zeroed and
+    /// returns, whatever the policy (storage rule 14 of docs/RULES.md): later segments are unlinked
+    /// newest first (so a crash leaves a prefix of the old log), then the cut area is zeroed and
     /// synced, so the removed entries never come back.
     pub fn truncate_suffix(&mut self, from: LogIndex) -> Result<()> {
         self.check_fatal()?;
@@ -1430,9 +1432,9 @@ impl Wal {
 
     /// Discards entries up to and including `upto` (after a snapshot covering them with last
     /// term `upto_term`, Raft §7). The compaction point is recorded durably first, then whole
-    /// segments leave the log (storage-rules 14) and are unlinked by a background thread
-    /// ([`Wal::wait_for_removals`] waits for that); a segment straddling the point stays, its
-    /// early entries unreadable. If `upto` is at or beyond the last index the log becomes
+    /// segments leave the log (storage rule 14 of docs/RULES.md) and are unlinked by a background
+    /// thread ([`Wal::wait_for_removals`] waits for that); a segment straddling the point stays,
+    /// its early entries unreadable. If `upto` is at or beyond the last index the log becomes
     /// empty and the next append must be `upto + 1` (installing a snapshot).
     pub fn compact(&mut self, upto: LogIndex, upto_term: LogTerm) -> Result<()> {
         self.check_fatal()?;

@@ -1,7 +1,7 @@
-//! A real full disk (fault-matrix S14 without the fault seam): each test mounts a size-limited
-//! tmpfs of its own, fills it, and checks that preparing a segment, appending across a
-//! rotation and writing a snapshot each fail with a clear `DiskFull` error naming the file,
-//! that nothing acknowledged is lost (also across a reopen while the disk is still full), and
+//! A real full disk (fault-matrix row S14 of docs/FAULTS.md without the fault seam): each test
+//! mounts a size-limited tmpfs of its own, fills it, and checks that preparing a segment, appending
+//! across a rotation and writing a snapshot each fail with a clear `DiskFull` error naming the
+//! file, that nothing acknowledged is lost (also across a reopen while the disk is still full), and
 //! that the log works again once space is freed.
 //!
 //! Mounting needs root (CI runs as root). As another user each test prints

@@ -1,4 +1,4 @@
-//! One test per storage row (S1-S15) of shared/notes/fault-matrix.md, named after the row.
+//! One test per storage row (S1-S15) of docs/FAULTS.md, named after the row.
 //! Each injects the fault on real files (or through the `FaultInjector` seam) and checks the
 //! expected behaviour; each fails if that behaviour breaks.
 
@@ -256,7 +256,8 @@ fn s09_fsync_eio_poisons_the_log_and_acknowledges_nothing_past_the_last_good_syn
     assert_eq!(st.wal.durable_index(), LogIndex(10));
     assert_eq!(st.wal.ack_index(), LogIndex(10));
     faults.clear();
-    // Retrying proves nothing (storage-rules 10): every later call returns the fatal error.
+    // Retrying proves nothing (storage rule 10 of docs/RULES.md): every later call returns the
+    // fatal error.
     assert!(
         st.wal
             .append_one(LogIndex(12), LogTerm(1), EntryKind(0), b"x")
@@ -659,8 +660,8 @@ fn compacted_segments_are_removed_in_the_background_and_by_close() {
 }
 
 /// A failed directory sync on the remover thread poisons the log like any failed sync
-/// (storage-rules 10): later calls return the fatal error, and the next start finishes the
-/// compaction.
+/// (storage rule 10 of docs/RULES.md): later calls return the fatal error, and the next start
+/// finishes the compaction.
 #[test]
 fn a_failed_directory_sync_while_removing_compacted_segments_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@
 //!   learn, by ticket, when it is durable; read the current snapshot; write a local snapshot and
 //!   learn when it is durable; compact. Errors are fatal: the driver stops with them.
 //! - [`Network`]: queue a Raft message to a peer, queue a response to a client, send what is
-//!   queued as one batch per destination (ipc rule 6), and the clock (`now_ms`).
+//!   queued as one batch per destination (ipc rule 6 of docs/RULES.md), and the clock (`now_ms`).
 //!
 //! Production plugs in [`super::WalDisk`] (the WAL-backed [`super::store::WalLogStore`], its
 //! group-commit sync thread, the snapshot thread) and [`super::IpcNetwork`] (the ipc
@@ -469,7 +469,7 @@ impl<D: Disk, N: Network, M: StateMachine> Driver<D, N, M> {
             self.begin_snapshot(i)?;
         }
         self.phase_mark(5);
-        // Step 9: compact behind a durable snapshot (storage rule 15).
+        // Step 9: compact behind a durable snapshot (storage rule 15 of docs/RULES.md).
         if let Some(i) = compact_to {
             let store = self.raft.store_mut();
             self.disk.compact(store, i).map_err(DriverError::Disk)?;
@@ -547,7 +547,7 @@ impl<D: Disk, N: Network, M: StateMachine> Driver<D, N, M> {
     }
 
     /// Completes persist work the disk reports durable, in order: sends its votes and
-    /// acknowledgements (storage rule 8) and tells the core.
+    /// acknowledgements (storage rule 8 of docs/RULES.md) and tells the core.
     pub fn complete_persists(&mut self) -> Result<(), DriverError<D::Error>> {
         while let Some(p) = self.persists.front() {
             let durable = self
@@ -690,7 +690,7 @@ impl<D: Disk, N: Network, M: StateMachine> Driver<D, N, M> {
     // ------------------------------------------------------------------ seeded driver bugs
 
     /// Bugs `vote_before_sync` / `follower_ack_before_sync`: votes or append acknowledgements
-    /// leave with the persist submitted, not once it is durable (storage rule 8).
+    /// leave with the persist submitted, not once it is durable (storage rule 8 of docs/RULES.md).
     fn send_early_bugs(&mut self, p: &mut Persist) {
         let bugs = self.raft.config().bugs();
         if !bugs.driver_vote_before_sync && !bugs.driver_ack_before_sync {

@@ -16,7 +16,8 @@
 //!    own write syncs; hand persist work to the WAL; apply snapshots and committed entries;
 //!    answer confirmed reads; begin requested snapshots; compact), complete persist work whose
 //!    entries the log's acknowledgement index covers (the durable index under `always`/`batch`):
-//!    only then send its votes and acknowledgements (storage rule 8) and call `on_persisted`.
+//!    only then send its votes and acknowledgements (storage rule 8 of docs/RULES.md) and call
+//!    `on_persisted`.
 //! 5. Publish a status file now and then (for `shmraft status`).
 //!
 //! Snapshots: a state machine that offers a [`crate::SnapshotJob`] (the built-in KV machine
@@ -86,9 +87,10 @@ pub struct NodeConfig {
     pub segment_bytes: u64,
     /// Data bytes of each ring this node creates (power of two).
     pub ring_bytes: usize,
-    /// How long the loop spins on its rings before parking (ipc rule 5). Longer spins answer
-    /// faster when the next message comes soon (an acknowledgement during a sync) at the price of
-    /// CPU; on virtual machines a parked process can take tens of microseconds to wake.
+    /// How long the loop spins on its rings before parking (ipc rule 5 of docs/RULES.md). Longer
+    /// spins answer faster when the next message comes soon (an acknowledgement during a sync) at
+    /// the price of CPU; on virtual machines a parked process can take tens of microseconds to
+    /// wake.
     pub spin_us: u32,
     /// Length of one core tick.
     pub tick_ms: u64,
@@ -432,7 +434,8 @@ impl<S: StateMachine> Node<S> {
         let t_input = Instant::now();
         if t_input >= *next_tick {
             // A paused process (SIGSTOP) catches up by at most one election timeout of ticks,
-            // enough for CheckQuorum to notice it lost touch (fault-matrix C2).
+            // enough for CheckQuorum to notice it lost touch (fault-matrix row C2
+            // of docs/FAULTS.md).
             let behind = (t_input - *next_tick).as_millis() as u64 / self.cfg.tick_ms.max(1) + 1;
             let n = behind.min(self.driver.raft().config().election_timeout_max_ticks);
             self.driver.tick(n);
@@ -461,7 +464,7 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// Takes everything the transport has, decoding Raft messages and client frames. Bad frames
-    /// are counted and logged; they never stop the node (fault-matrix C10).
+    /// are counted and logged; they never stop the node (fault-matrix row C10 of docs/FAULTS.md).
     fn receive(&mut self) {
         // Session expiry runs on log time stamped by the leader (sessions module, rule 1); a
         // follower's stamp is never used (it answers NotLeader).

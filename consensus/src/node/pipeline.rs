@@ -5,7 +5,7 @@
 //! and so can an embedding application); [`super::client::Client`] is the blocking one-request-
 //! at-a-time API on top of it. Requests are queued by `submit_*`, sent to the believed leader as
 //! one batch per [`PipelinedClient::poll`] (one ring publication, at most one wake-up: ipc rule
-//! 6), and completed, in any order, by `poll`.
+//! 6 of docs/RULES.md), and completed, in any order, by `poll`.
 //!
 //! Retries follow the same rules as the blocking client (Raft thesis §6.3): a write keeps its
 //! session sequence number across retries (after `NotLeader`, `Retry`, a dead or silent node),
@@ -502,7 +502,8 @@ impl PipelinedClient {
                 }
             }
             Err(SendError::Full { .. }) => {
-                // Backpressure: try again after the node has drained some (ipc rule 7).
+                // Backpressure: try again after the node has drained some (ipc rule 7
+                // of docs/RULES.md).
                 for r in reqs {
                     self.queued.push((now + Duration::from_micros(50), r));
                 }

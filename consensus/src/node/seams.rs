@@ -164,8 +164,8 @@ impl Disk for WalDisk {
 }
 
 /// The network seam over the ipc `Transport`: Raft messages are encoded as they are queued and
-/// sent as one batch per peer; client responses likewise per client (ipc rule 6: with many
-/// requests in flight per connection, one publication and at most one wake-up per turn).
+/// sent as one batch per peer; client responses likewise per client (ipc rule 6 of docs/RULES.md:
+/// with many requests in flight per connection, one publication and at most one wake-up per turn).
 pub struct IpcNetwork {
     pub(super) transport: Transport,
     outbox: HashMap<u32, Vec<Vec<u8>>>,
@@ -217,7 +217,8 @@ impl IpcNetwork {
                 .collect();
             match self.transport.send_batch(Endpoint::Node(*to), &frames) {
                 Ok(()) => self.messages_sent += frames.len() as u64,
-                // A full ring or a dead peer is normal: Raft resends from the log (ipc rule 7).
+                // A full ring or a dead peer is normal: Raft resends from the log (ipc rule 7
+                // of docs/RULES.md).
                 Err(SendError::Full { .. } | SendError::PeerDown { .. }) => {
                     self.messages_dropped += frames.len() as u64
                 }

@@ -135,11 +135,11 @@ impl WalLogStore {
         Ok(s)
     }
 
-    /// Fault-matrix C8. Installing a received snapshot is two durable steps: the snapshot file
-    /// (sync, rename, directory sync), then discarding the log. A crash between them leaves the
-    /// new snapshot beside an old log that may end before it or disagree with it at its last
-    /// included index. Such a log does not continue the snapshot (Raft §7: the log is kept only
-    /// if it holds the snapshot's last entry with the same term), so finish the install now:
+    /// Fault-matrix row C8 of docs/FAULTS.md. Installing a received snapshot is two durable steps:
+    /// the snapshot file (sync, rename, directory sync), then discarding the log. A crash between
+    /// them leaves the new snapshot beside an old log that may end before it or disagree with it at
+    /// its last included index. Such a log does not continue the snapshot (Raft §7: the log is kept
+    /// only if it holds the snapshot's last entry with the same term), so finish the install now:
     /// discard it. A log that does hold the snapshot's last entry is consistent and kept.
     pub fn reconcile_with_snapshot(&mut self) -> Result<(), st::StorageError> {
         let Some(m) = self.storage.snapshots.latest() else {
@@ -167,7 +167,7 @@ impl WalLogStore {
         self.forget_recent_from(Index::ZERO);
         let wal = &mut self.storage.wal;
         // Drop the suffix first (it may conflict with the snapshot), then the prefix; each step
-        // is recorded durably by the log before it acts (storage rule 14).
+        // is recorded durably by the log before it acts (storage rule 14 of docs/RULES.md).
         if wal.last_index() > idx && wal.first_index() <= idx.next() {
             wal.truncate_suffix(idx.next())?;
         } else if wal.last_index() > idx {
@@ -199,7 +199,7 @@ impl WalLogStore {
     }
 
     /// Saves the hard state. Term and vote changes are synced before this returns whatever the
-    /// fsync policy (storage rule 8: a vote is sent only after it is durable).
+    /// fsync policy (storage rule 8 of docs/RULES.md: a vote is sent only after it is durable).
     pub fn save_hard_state(&mut self, hs: &HardState) -> Result<(), st::StorageError> {
         self.storage.hard_state.save(&st::HardState {
             current_term: st::LogTerm(hs.current_term.get()),
@@ -242,8 +242,9 @@ impl WalLogStore {
         w.write_chunk(c.data.as_slice())
     }
 
-    /// Makes the received snapshot current (sync, rename, directory sync: storage rule 15) and
-    /// discards the whole log, which restarts after the snapshot's last included index.
+    /// Makes the received snapshot current (sync, rename, directory sync: storage rule 15
+    /// of docs/RULES.md) and discards the whole log, which restarts after the snapshot's last
+    /// included index.
     pub fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), st::StorageError> {
         let Some((m, w)) = self.incoming.take() else {
             return Err(st::StorageError::Snapshot(format!(
@@ -409,8 +410,8 @@ impl WalLogStore {
     }
 
     /// Completes a snapshot written by [`write_snapshot_job`]: trailer, sync, rename, directory
-    /// sync (storage rule 15). Returns `None`, dropping the partial file, if a newer snapshot
-    /// (for example one installed from the leader meanwhile) already covers `index`.
+    /// sync (storage rule 15 of docs/RULES.md). Returns `None`, dropping the partial file, if a
+    /// newer snapshot (for example one installed from the leader meanwhile) already covers `index`.
     pub fn finish_snapshot(
         &mut self,
         w: st::SnapshotWriter,
@@ -443,7 +444,8 @@ impl WalLogStore {
         Ok(Some((meta, r.read_all()?)))
     }
 
-    /// Drops log entries up to `index` (a durable snapshot covers them: storage rule 15).
+    /// Drops log entries up to `index` (a durable snapshot covers them: storage rule 15
+    /// of docs/RULES.md).
     pub fn compact(&mut self, index: Index) -> Result<(), st::StorageError> {
         let wal = &mut self.storage.wal;
         if index.get() < wal.first_index().0 {

@@ -110,7 +110,7 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(s.try_into().expect("8 bytes")))
     }
     /// A `u32` length then that many bytes, bounded before anything is allocated (storage
-    /// rule 7 applies to shared memory too: ipc rule 3).
+    /// rule 7 applies to shared memory too: ipc rule 3 of docs/RULES.md).
     fn bytes(&mut self) -> Result<Vec<u8>, WireError> {
         Ok(self.slice()?.to_vec())
     }

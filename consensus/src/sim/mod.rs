@@ -170,8 +170,8 @@ pub struct SimOptions {
     pub keys: u64,
     /// Clients give up on a request after this long (its outcome is then unknown).
     pub client_timeout_ms: u64,
-    /// Check at send time that votes and acknowledgements are durable (storage rule 8). The
-    /// bug-seeding tests turn it off to measure the end-to-end checks alone.
+    /// Check at send time that votes and acknowledgements are durable (storage rule 8
+    /// of docs/RULES.md). The bug-seeding tests turn it off to measure the end-to-end checks alone.
     pub durability_oracle: bool,
 }
 
@@ -789,7 +789,7 @@ impl Sim {
         inbox.shuffle(&mut self.rng);
         if self.rng.random_bool(0.5) {
             // Sometimes the client ring is polled first: requests that arrived during the pause
-            // meet the node's stale view of the cluster (fault matrix C2).
+            // meet the node's stale view of the cluster (fault-matrix row C2 of docs/FAULTS.md).
             inbox.sort_by_key(|e| !matches!(e, Event::ClientRequest { .. }));
         }
         self.note(format!(
@@ -1109,8 +1109,8 @@ impl Sim {
         self.schedule(d, Event::Deliver(m));
     }
 
-    /// The durability oracle (storage rule 8): a vote or acknowledgement leaves a node only when
-    /// what it vouches for is on the node's simulated disk.
+    /// The durability oracle (storage rule 8 of docs/RULES.md): a vote or acknowledgement leaves a
+    /// node only when what it vouches for is on the node's simulated disk.
     fn check_outgoing(&self, i: usize, m: &Message) -> Result<(), Violation> {
         let Some(raft) = self.nodes[i].raft() else {
             return Ok(());
@@ -1558,7 +1558,7 @@ impl Sim {
     }
 
     /// A client that believes node `node` leads reads `key` there once (the stale-leader case of
-    /// fault matrix C2). Returns the operation's index in the history.
+    /// fault-matrix row C2 of docs/FAULTS.md). Returns the operation's index in the history.
     pub fn read_from(&mut self, node: usize, key: u64) -> usize {
         let c = self.clients.len();
         self.clients.push(Client {
@@ -1851,9 +1851,9 @@ impl Sim {
     }
 
     /// Checks on the final state: equal digests, every acknowledged write present exactly once,
-    /// no write applied twice (exactly-once sessions, fault matrix C6), the reads in the history
-    /// (quick checks: no stale read, no phantom), then the whole history with the
-    /// linearizability checker (`lincheck`).
+    /// no write applied twice (exactly-once sessions, fault-matrix row C6 of docs/FAULTS.md), the
+    /// reads in the history (quick checks: no stale read, no phantom), then the whole history with
+    /// the linearizability checker (`lincheck`).
     pub fn final_checks(&self) -> Result<(), Violation> {
         let d0 = self.nodes[0].sm().digest();
         for (i, n) in self.nodes.iter().enumerate() {

@@ -402,7 +402,8 @@ pub fn churn(seed: u64, tweak: fn(&mut Config)) -> Result<(), Violation> {
 }
 
 /// Snapshots every 10 entries, so a follower that was away for 60 must be brought back by
-/// InstallSnapshot (several chunks), while the cluster keeps committing (fault matrix C7).
+/// InstallSnapshot (several chunks), while the cluster keeps committing (fault-matrix row C7
+/// of docs/FAULTS.md).
 pub fn snapshot_install_lagging_follower(
     seed: u64,
     faults: FaultMix,
@@ -423,7 +424,8 @@ pub fn snapshot_install_lagging_follower(
         let before = s.sent("InstallSnapshot");
         s.connect(f);
         if crash_during {
-            // Crash the follower, then the leader, while chunks are flowing (fault matrix C8).
+            // Crash the follower, then the leader, while chunks are flowing (fault-matrix row C8
+            // of docs/FAULTS.md).
             s.run_for(rng.random_range(5..60))?;
             s.crash(f, true);
             s.run_for(rng.random_range(5..100))?;
@@ -493,7 +495,7 @@ pub fn all_nodes_crash_after_snapshots(seed: u64, tweak: fn(&mut Config)) -> Res
 
 /// The leader is paused (SIGSTOP) past the election timeout while clients continue; a new
 /// leader commits writes; clients that still believe in the old leader read from it when it
-/// resumes. No read may be stale (fault matrix C2).
+/// resumes. No read may be stale (fault-matrix row C2 of docs/FAULTS.md).
 pub fn leader_pause_no_stale_reads(seed: u64, tweak: fn(&mut Config)) -> Result<(), Violation> {
     let mut faults = FaultMix::none();
     faults.delay_jitter_ms = 3;

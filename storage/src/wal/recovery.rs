@@ -177,7 +177,8 @@ fn decide_segment(seg: &Segment, points: &SyncedPoints<'_>, cur: &Cursor) -> Res
             return Ok(SegmentCase::Sealed { trailer, synced });
         }
         // R4: the footer page may have reached the disk while an earlier page did not
-        // (fault-matrix S2, S3); it proves the segment only if every record agrees with it.
+        // (fault-matrix rows S2, S3 of docs/FAULTS.md); it proves the segment only if every record
+        // agrees with it.
         Ok(trailer) => {
             let scan = scan_records(seg, cur.expect, cur.prev_term);
             if footer_agrees(seg, &trailer, &scan) {
@@ -313,8 +314,8 @@ pub(super) struct Recovered {
     pub(super) removed: Vec<PathBuf>,
 }
 
-/// Phase 2: recovers each segment in order (storage-rules 12, 13), deciding its crash case,
-/// then removes the segments after the log (R6) and the empty ones at its end (R10).
+/// Phase 2: recovers each segment in order (storage rules 12, 13 of docs/RULES.md), deciding its
+/// crash case, then removes the segments after the log (R6) and the empty ones at its end (R10).
 pub(super) fn recover_segments(
     dir: &Path,
     found: Vec<(u64, PathBuf)>,
@@ -371,8 +372,9 @@ pub(super) fn recover_segments(
 }
 
 /// Phase 3: applies the compaction point. R8: the log must start at or before
-/// `compacted + 1`. R9: segments wholly at or below it are removed (storage-rules 14: it was
-/// recorded before segments were deleted, so finishing an interrupted compaction is safe).
+/// `compacted + 1`. R9: segments wholly at or below it are removed (storage rule 14
+/// of docs/RULES.md: it was recorded before segments were deleted, so finishing an interrupted
+/// compaction is safe).
 pub(super) fn apply_compaction_point(
     rec: &mut Recovered,
     compacted_index: LogIndex,

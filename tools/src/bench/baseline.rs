@@ -67,7 +67,7 @@ pub fn fdatasync_busy(
 }
 
 /// p50 and p99 of `n` one-byte round trips through a pair of pipes and an echo thread: the
-/// cost of the wake-ups a parked process pays (ipc rule 5 parks on a FIFO).
+/// cost of the wake-ups a parked process pays (ipc rule 5 of docs/RULES.md parks on a FIFO).
 pub fn pipe_round_trip_us(n: u64) -> anyhow::Result<(f64, f64)> {
     let (to_echo_r, to_echo_w) = nix::unistd::pipe().context("creating a pipe")?;
     let (from_echo_r, from_echo_w) = nix::unistd::pipe().context("creating a pipe")?;

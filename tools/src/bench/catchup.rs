@@ -102,7 +102,8 @@ pub struct CatchupRun {
     pub transfer_start_ms: f64,
     /// From the first chunk until the last was written (chunks read, sent, received, written).
     pub transfer_ms: f64,
-    /// Install: trailer, fdatasync, rename, directory sync, log discarded (storage rule 15).
+    /// Install: trailer, fdatasync, rename, directory sync, log discarded (storage rule 15
+    /// of docs/RULES.md).
     pub install_ms: f64,
     /// From the install until the follower reported the snapshot applied (reading the file
     /// back, checking it, restoring the state machine; plus one status round trip).

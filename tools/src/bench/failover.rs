@@ -4,7 +4,7 @@
 //! One kill, step by step:
 //! 1. Every node runs and has applied what the leader committed; the leader and its term are
 //!    read from the nodes' status (over the client channel).
-//! 2. `t0`; the leader is SIGKILLed (fault-matrix C1: a crashed process).
+//! 2. `t0`; the leader is SIGKILLed (fault-matrix row C1 of docs/FAULTS.md: a crashed process).
 //! 3. The survivors are asked for their status about every millisecond until one reports
 //!    `leader` in a higher term: the time to a new leader. Its resolution is the poll interval
 //!    plus one status round trip (tens of microseconds), well under the election timeouts.

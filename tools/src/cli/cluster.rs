@@ -181,9 +181,9 @@ pub fn stop_all(cf: &ClusterFile, children: &mut HashMap<u64, Child>, grace: Dur
     let _ = std::fs::remove_dir(&cf.runtime_dir);
 }
 
-/// Sweeps every cluster runtime directory beside ours (ipc rule 8): files whose owner died
-/// (a crashed cluster, a killed test) are removed, and directories left empty are deleted.
-/// Files of live processes, of any cluster, are left alone.
+/// Sweeps every cluster runtime directory beside ours (ipc rule 8 of docs/RULES.md): files whose
+/// owner died (a crashed cluster, a killed test) are removed, and directories left empty are
+/// deleted. Files of live processes, of any cluster, are left alone.
 pub fn sweep_stale_runtime_dirs() {
     let probe = shmraft_ipc::default_runtime_dir("probe");
     let Some(parent) = probe.parent() else { return };

@@ -97,9 +97,10 @@ pub fn run(a: &NodeArgs) -> ExitCode {
         }
     }
     let data_dir = cfg.data_dir.clone();
-    // Fault-matrix C5: a node that has run before but finds its data directory gone or empty
-    // lost its term, its vote and its log. Starting it as a fresh node could let it vote twice
-    // in one term or help elect a leader missing committed entries, so refuse, and say why.
+    // Fault-matrix row C5 of docs/FAULTS.md: a node that has run before but finds its data
+    // directory gone or empty lost its term, its vote and its log. Starting it as a fresh node
+    // could let it vote twice in one term or help elect a leader missing committed entries, so
+    // refuse, and say why.
     let marker = crate::cli::cluster_file::initialized_marker(&a.cluster.dir, a.id);
     let empty = std::fs::read_dir(&data_dir).map_or(true, |mut d| d.next().is_none());
     if marker.exists() && empty {
