@@ -42,7 +42,7 @@ use crate::raft::{InitError, Raft};
 use crate::session::{SessionConfig, Sessions, stamp_log_time};
 use crate::state_machine::StateMachine;
 use crate::types::{Index, NodeId};
-use driver::{ClientRead, ClientWrite, Driver, DriverError, Network};
+use driver::{ClientRead, ClientWrite, Driver, DriverCounters, DriverError, Network};
 pub use seams::{IpcNetwork, WalDisk};
 use shmraft_ipc::{Endpoint, Incoming, LinkEvent, Transport, TransportConfig};
 use shmraft_storage::{self as st, FsyncPolicy};
@@ -201,16 +201,10 @@ impl From<DriverError<st::StorageError>> for NodeError {
     }
 }
 
-/// Counters for status and benchmarks.
+/// Counters for status and benchmarks: the driver's, and the process's own.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NodeCounters {
-    pub entries_appended: u64,
-    pub append_calls: u64,
-    pub entries_applied: u64,
-    pub writes_answered: u64,
-    pub reads_answered: u64,
-    pub snapshots_written: u64,
-    pub snapshots_installed: u64,
+    pub driver: DriverCounters,
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub bad_frames: u64,
@@ -334,13 +328,7 @@ impl<S: StateMachine> Node<S> {
         let d = self.driver.counters();
         let net = self.driver.net();
         NodeCounters {
-            entries_appended: d.entries_appended,
-            append_calls: d.append_calls,
-            entries_applied: d.entries_applied,
-            writes_answered: d.writes_answered,
-            reads_answered: d.reads_answered,
-            snapshots_written: d.snapshots_written,
-            snapshots_installed: d.snapshots_installed,
+            driver: d,
             messages_sent: net.messages_sent,
             messages_dropped: net.messages_dropped,
             bad_frames: self.bad_frames,
@@ -623,7 +611,7 @@ impl<S: StateMachine> Node<S> {
     /// The node's status, as written to the status file and answered to status requests.
     pub fn status_snapshot(&self) -> status::NodeStatus {
         let s = self.driver.raft().status();
-        let counters = self.counters();
+        let counters = self.counters().driver;
         let (digest_index, digest) = self.current_digest();
         let storage = self.driver.raft().store().storage();
         let segments = storage.wal.segments();
